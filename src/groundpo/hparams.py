@@ -1,0 +1,143 @@
+"""groundpo's YAML keys, as dataclasses, in LLaMA-Factory's style.
+
+Each method's keys live in one dataclass named after the method. ``GroundpoFinetuningArguments``
+joins them to upstream's ``FinetuningArguments``, and ``groundpo.integration.parser`` puts it in
+the place of upstream's class when ``llamafactory-cli train`` parses a config. A key is accepted
+only by the stages whose :class:`~groundpo.registry.StageSpec` lists its dataclass; anything
+else is a clear error at start-up. β is upstream's ``pref_beta`` throughout.
+
+Every key is documented in ``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from llamafactory.hparams.finetuning_args import FinetuningArguments
+
+CORRUPTIONS = ("diffusion", "gaussian", "zeros", "shuffle")
+
+
+def _check_choice(key: str, value, choices) -> None:
+    if value not in choices:
+        raise ValueError(f"`{key}` must be one of {', '.join(map(str, choices))}; got {value!r}.")
+
+
+def _check_range(key: str, value: float, low: float | None = None, high: float | None = None) -> None:
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"[{low if low is not None else '-inf'}, {high if high is not None else 'inf'}]"
+        raise ValueError(f"`{key}` must lie in {bounds}; got {value!r}.")
+
+
+@dataclass
+class ModDPOArguments:
+    r"""MoD-DPO / MoD-DPO++ (stage ``mod_dpo``), arXiv 2603.03192 Eq. 5-12.
+
+    margin = τ·lr_policy − β·lr_ref − β_inv·lr_inv + β_sens·lr_sens − γ_LPD·lr_text.
+    """
+
+    mod_beta_inv: float = field(
+        default=0.02,
+        metadata={"help": "β_inv: weight of the invariance term (irrelevant modality corrupted). Paper: 0.02."},
+    )
+    mod_beta_sens: float = field(
+        default=0.05,
+        metadata={"help": "β_sens: weight of the sensitivity term (relevant modality corrupted). Paper: 0.05."},
+    )
+    mod_gamma_lpd: float = field(
+        default=0.0,
+        metadata={
+            "help": "γ_LPD: language-prior debiasing weight (text-only reference pass). 0 = MoD-DPO, "
+            ">0 = MoD-DPO++ (paper: 0.05)."
+        },
+    )
+    mod_tau: Literal["paper", "derived"] = field(
+        default="paper",
+        metadata={
+            "help": "Coefficient τ of the policy log-ratio: 'paper' = β+β_inv+β_sens (Eq. 8), "
+            "'derived' = β+β_inv−β_sens (from Eq. 13-16)."
+        },
+    )
+    mod_corruption: Literal["diffusion", "gaussian", "zeros", "shuffle"] = field(
+        default="diffusion",
+        metadata={"help": "How a modality is corrupted: diffusion (VCD forward noise), gaussian, zeros, shuffle."},
+    )
+    mod_corruption_visual: str | None = field(
+        default=None,
+        metadata={"help": "Override of `mod_corruption` for the visual side (images and video frames)."},
+    )
+    mod_corruption_audio: str | None = field(
+        default=None,
+        metadata={"help": "Override of `mod_corruption` for the audio side."},
+    )
+    mod_diffusion_steps: int = field(
+        default=500,
+        metadata={"help": "Diffusion step t of the 1000-step VCD schedule (paper: 500; larger = noisier)."},
+    )
+    mod_noise_std: float = field(
+        default=1.0,
+        metadata={"help": "Standard deviation of the `gaussian` corruption (added to the normalised features)."},
+    )
+    mod_alternate_modalities: bool = field(
+        default=True,
+        metadata={"help": "Form modality-homogeneous batches that alternate visual and audio prompts."},
+    )
+    mod_precompute_reference: bool = field(
+        default=False,
+        metadata={"help": "Compute the clean and text-only reference log-probs once before training."},
+    )
+
+    def check_mod_dpo(self) -> None:
+        for key in ("mod_beta_inv", "mod_beta_sens", "mod_gamma_lpd", "mod_noise_std"):
+            _check_range(key, getattr(self, key), 0.0)
+        _check_choice("mod_tau", self.mod_tau, ("paper", "derived"))
+        _check_choice("mod_corruption", self.mod_corruption, CORRUPTIONS)
+        for key in ("mod_corruption_visual", "mod_corruption_audio"):
+            if getattr(self, key) is not None:
+                _check_choice(key, getattr(self, key), CORRUPTIONS)
+        _check_range("mod_diffusion_steps", self.mod_diffusion_steps, 1, 1000)
+
+    def corruption_for(self, modality: str) -> str:
+        """The corruption used for ``modality`` ('visual' or 'audio'), with the per-modality override."""
+        override = self.mod_corruption_visual if modality == "visual" else self.mod_corruption_audio
+        return override or self.mod_corruption
+
+
+# Every argument dataclass of groundpo, in the order their keys are documented.
+STAGE_ARGUMENTS: tuple[type, ...] = (ModDPOArguments,)
+
+
+@dataclass
+class GroundpoFinetuningArguments(FinetuningArguments, ModDPOArguments):
+    r"""Upstream's ``FinetuningArguments`` plus the keys of every groundpo stage."""
+
+    stage: str = field(
+        default="sft",
+        metadata={"help": "Which stage will be performed in training: an upstream stage or a groundpo stage."},
+    )
+
+    def __post_init__(self):
+        from .registry import UnknownStageError, get_stage, is_registered, unknown_stage_message, upstream_stages
+
+        if self.stage not in upstream_stages() and not is_registered(self.stage):
+            raise UnknownStageError(unknown_stage_message(self.stage))
+
+        super().__post_init__()
+        for cls in STAGE_ARGUMENTS:
+            for name in dir(cls):
+                if name.startswith("check_"):
+                    getattr(cls, name)(self)
+
+        if is_registered(self.stage):
+            spec = get_stage(self.stage)
+            if self.pref_loss != "sigmoid":
+                raise ValueError(
+                    f"`pref_loss: {self.pref_loss}` is an upstream `dpo` option; stage {self.stage!r} "
+                    "optimises its own objective. Remove `pref_loss`."
+                )
+            if self.use_mca:
+                raise ValueError(f"Stage {self.stage!r} does not support MCA (`USE_MCA`).")
+            self.use_ref_model = spec.uses_reference
+            if self.pissa_init and self.use_ref_model:
+                raise ValueError("Cannot use PiSSA for current training stage.")

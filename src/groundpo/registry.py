@@ -1,0 +1,143 @@
+"""Stage registry: a stage name maps to everything LLaMA-Factory needs to run it.
+
+A :class:`StageSpec` says which YAML keys a stage takes (argument dataclasses from
+``groundpo.hparams``), which workflow trains it, which objective it optimises, which views of a
+row it needs, and which controls LlamaBoard shows for it. ``groundpo.integration`` reads this
+registry to extend upstream's argument parser, training dispatch and web UI; nothing there is
+written per stage.
+
+Adding a method = a loss file + a :func:`register_stage` call + a dataset example + tests.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field, fields
+from typing import Any, Callable, Literal
+
+LANGS = ("en", "ru", "zh", "ko", "ja")
+
+
+@dataclass(frozen=True)
+class Control:
+    """One LlamaBoard control bound to one YAML key."""
+
+    key: str
+    kind: Literal["slider", "number", "dropdown", "checkbox"]
+    label: dict[str, str]
+    info: dict[str, str] = field(default_factory=dict)
+    minimum: float | None = None
+    maximum: float | None = None
+    step: float | None = None
+    choices: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """Everything that defines a training stage of groundpo."""
+
+    name: str
+    label: dict[str, str]  # readable name per LlamaBoard language; "en" is required
+    paper: str  # where the objective comes from
+    workflow: str  # "module:function" with upstream's run_* signature
+    objective: str | None = None  # "module:function" of the pure loss
+    arguments: tuple[type, ...] = ()  # dataclasses from groundpo.hparams: the stage's own YAML keys
+    views: tuple[str, ...] = ("clean",)  # views of a row the objective reads (see groundpo.views)
+    controls: tuple[Control, ...] = ()
+    uses_reference: bool = True
+    pairwise: bool = True  # takes ranking (chosen/rejected) datasets
+
+    @property
+    def keys(self) -> frozenset[str]:
+        """The YAML keys of groundpo that this stage accepts."""
+        return frozenset(f.name for cls in self.arguments for f in fields(cls))
+
+    def load_workflow(self) -> Callable[..., Any]:
+        return _load(self.workflow)
+
+    def load_objective(self) -> Callable[..., Any] | None:
+        return _load(self.objective) if self.objective else None
+
+
+class UnknownStageError(ValueError):
+    pass
+
+
+_STAGES: dict[str, StageSpec] = {}
+_builtin_loaded = False
+
+
+def _load(path: str) -> Callable[..., Any]:
+    module, _, name = path.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def register_stage(spec: StageSpec, *, replace: bool = False) -> StageSpec:
+    if "en" not in spec.label:
+        raise ValueError(f"Stage {spec.name!r} needs an English label.")
+    if spec.name in upstream_stages():
+        raise ValueError(f"Stage {spec.name!r} is an upstream LLaMA-Factory stage; pick another name.")
+    if spec.name in _STAGES and not replace:
+        raise ValueError(f"Stage {spec.name!r} is already registered.")
+    _STAGES[spec.name] = spec
+    return spec
+
+
+def get_stage(name: str) -> StageSpec:
+    _ensure_builtin()
+    if name not in _STAGES:
+        raise UnknownStageError(unknown_stage_message(name))
+    return _STAGES[name]
+
+
+def is_registered(name: str) -> bool:
+    _ensure_builtin()
+    return name in _STAGES
+
+
+def stage_names() -> list[str]:
+    """groundpo's stages, in registration order (MoD-DPO first)."""
+    _ensure_builtin()
+    return list(_STAGES)
+
+
+def stages() -> list[StageSpec]:
+    _ensure_builtin()
+    return list(_STAGES.values())
+
+
+def upstream_stages() -> tuple[str, ...]:
+    """The stages of LLaMA-Factory itself, read from its ``FinetuningArguments.stage`` annotation."""
+    from typing import get_args, get_type_hints
+
+    from llamafactory.hparams.finetuning_args import FinetuningArguments
+
+    return tuple(get_args(get_type_hints(FinetuningArguments)["stage"]))
+
+
+def all_stage_names() -> list[str]:
+    return list(upstream_stages()) + stage_names()
+
+
+def all_keys() -> frozenset[str]:
+    """Every YAML key that groundpo adds to LLaMA-Factory's training arguments."""
+    from . import hparams
+
+    return frozenset(f.name for cls in hparams.STAGE_ARGUMENTS for f in fields(cls))
+
+
+def unknown_stage_message(name: str) -> str:
+    _ensure_builtin()
+    ours = ", ".join(f"{s.name} ({s.label['en']})" for s in _STAGES.values())
+    return (
+        f"Unknown stage {name!r}. LLaMA-Factory stages: {', '.join(upstream_stages())}. "
+        f"groundpo stages: {ours}."
+    )
+
+
+def _ensure_builtin() -> None:
+    """Register the built-in stages (``groundpo.stages``) on first use of the registry."""
+    global _builtin_loaded
+    if not _builtin_loaded:
+        _builtin_loaded = True
+        importlib.import_module("groundpo.stages")
