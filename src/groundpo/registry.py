@@ -42,7 +42,8 @@ class StageSpec:
     workflow: str  # "module:function" with upstream's run_* signature
     objective: str | None = None  # "module:function" of the pure loss
     arguments: tuple[type, ...] = ()  # dataclasses from groundpo.hparams: the stage's own YAML keys
-    views: tuple[str, ...] = ("clean",)  # views of a row the objective reads (see groundpo.views)
+    plan: Callable[[Any], Any] | None = None  # finetuning_args -> groundpo.views.StagePlan
+    inputs: Callable[..., dict] | None = None  # (log-prob table, batch info, finetuning_args) -> loss kwargs
     controls: tuple[Control, ...] = ()
     uses_reference: bool = True
     pairwise: bool = True  # takes ranking (chosen/rejected) datasets
@@ -81,6 +82,12 @@ def register_stage(spec: StageSpec, *, replace: bool = False) -> StageSpec:
         raise ValueError(f"Stage {spec.name!r} is already registered.")
     _STAGES[spec.name] = spec
     return spec
+
+
+def unregister_stage(name: str) -> None:
+    """Remove a stage (for plugins and tests); built-in stages can be replaced with ``replace=True``."""
+    _ensure_builtin()
+    _STAGES.pop(name, None)
 
 
 def get_stage(name: str) -> StageSpec:

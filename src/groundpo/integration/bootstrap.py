@@ -19,6 +19,9 @@ import sys
 PATCHES: dict[str, str] = {
     "llamafactory.hparams.parser": "groundpo.integration.parser:patch",
     "llamafactory.train.tuner": "groundpo.integration.tuner:patch",
+    "llamafactory.data.parser": "groundpo.integration.data:patch_dataset_attr",
+    "llamafactory.data.loader": "groundpo.integration.data:patch_loader",
+    "llamafactory.train.callbacks": "groundpo.integration.callbacks:patch",
 }
 
 _applied: set[str] = set()

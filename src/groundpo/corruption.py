@@ -1,0 +1,233 @@
+r"""Shape-preserving corruptions of processed media tensors, one registry, per model family.
+
+A corruption transforms the already processed (normalised) tensors of one modality: nothing is
+decoded again and no shape or token count changes, so the corrupted batch reuses the clean
+batch's input ids and position ids. The MoD-DPO paper compares (Tab. 4):
+
+- ``diffusion``: forward diffusion noise as in VCD (``vcd_add_noise.py``): 1000 steps,
+  β_i = sigmoid(linspace(−6, 6, 1000))·(5e−3 − 1e−5) + 1e−5, ᾱ_t = Π_{i≤t}(1 − β_i),
+  x_t = √ᾱ_t·x_0 + √(1 − ᾱ_t)·ε. The paper's choice: t = 500 (√ᾱ ≈ 0.863, √(1−ᾱ) ≈ 0.505).
+- ``gaussian``: x + σ·ε (OmniDPO's zero-mean Gaussian noise; σ = ``noise_std``).
+- ``zeros``: the modality blanked out (the normalised mean).
+- ``shuffle``: the units of a media item (visual patches, audio frames) randomly permuted.
+
+Families say where a modality's items live in a collated batch:
+
+- ``qwen2_omni`` (Qwen2.5-Omni): visual = rows of ``pixel_values`` (per image, ``image_grid_thw``)
+  and ``pixel_values_videos`` (per video, ``video_grid_thw``); audio = ``input_features[i]``
+  (mel × frames) inside ``feature_attention_mask``.
+- ``minicpm_o`` (MiniCPM-o 2.6): visual = the slice tensors of the ``pixel_values`` lists; audio =
+  ``audio_features[i]`` up to its length in ``audio_feature_lens``.
+
+Items are owned by rows through the per-row media counts the collator records; media that no row
+owns (the dummy image/audio upstream's collator inserts into batches without media) is never
+touched. Noise is seeded per (seed, row, item): the chosen and rejected copies of a row (rows r and
+r + B of a pairwise batch) get the same corruption, and a rerun gives the same tensors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import torch
+
+VISUAL, AUDIO = "visual", "audio"
+
+
+@dataclass(frozen=True)
+class CorruptionSpec:
+    kind: str = "diffusion"
+    diffusion_steps: int = 500
+    noise_std: float = 1.0
+
+
+# ---------------------------------------------------------------- element corruptions
+# Each takes one media item as [units, ...] (only its valid part), a generator and the spec.
+Corruption = Callable[[torch.Tensor, torch.Generator, CorruptionSpec], torch.Tensor]
+CORRUPTIONS: dict[str, Corruption] = {}
+
+
+def register_corruption(name: str) -> Callable[[Corruption], Corruption]:
+    def wrap(fn: Corruption) -> Corruption:
+        CORRUPTIONS[name] = fn
+        return fn
+
+    return wrap
+
+
+def _noise(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    return torch.randn(x.shape, generator=gen, device=x.device, dtype=torch.float32).to(x.dtype)
+
+
+def vcd_alpha_bar(t: int) -> float:
+    """ᾱ_t of VCD's 1000-step sigmoid schedule (t is 0-based, as ``alphas_bar_sqrt[t]`` in VCD)."""
+    betas = torch.sigmoid(torch.linspace(-6, 6, 1000, dtype=torch.float64)) * (5e-3 - 1e-5) + 1e-5
+    return float(torch.cumprod(1 - betas, dim=0)[t])
+
+
+@register_corruption("diffusion")
+def diffusion_noise(x: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec) -> torch.Tensor:
+    alpha_bar = vcd_alpha_bar(spec.diffusion_steps)
+    return math.sqrt(alpha_bar) * x + math.sqrt(1 - alpha_bar) * _noise(x, gen)
+
+
+@register_corruption("gaussian")
+def gaussian_noise(x: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec) -> torch.Tensor:
+    return x + spec.noise_std * _noise(x, gen)
+
+
+@register_corruption("zeros")
+def zeros(x: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec) -> torch.Tensor:
+    return torch.zeros_like(x)
+
+
+@register_corruption("shuffle")
+def shuffle_units(x: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec) -> torch.Tensor:
+    order = torch.randperm(x.shape[0], generator=gen, device=x.device)
+    return x[order]
+
+
+# ---------------------------------------------------------------- where items live
+@dataclass
+class MediaItem:
+    """One image, video or audio of one row, as a [units, ...] tensor and a way to write it back."""
+
+    side: str
+    row: int
+    index: int  # k-th item of this kind in its row (videos are offset by 1000 from images)
+    read: Callable[[], torch.Tensor]
+    write: Callable[[torch.Tensor], None]
+
+
+def _row_spans(counts: list[int]) -> Iterator[tuple[int, int]]:
+    """(row, k) for each owned item, in collation order."""
+    for row, n in enumerate(counts):
+        for k in range(n):
+            yield row, k
+
+
+def _qwen_items(batch: dict, counts: dict[str, list[int]]) -> Iterator[MediaItem]:
+    for key, grid_key, count_key, offset in (
+        ("pixel_values", "image_grid_thw", "images", 0),
+        ("pixel_values_videos", "video_grid_thw", "videos", 1000),
+    ):
+        if key not in batch or grid_key not in batch:
+            continue
+        sizes = batch[grid_key].prod(dim=-1).tolist()
+        starts = [sum(sizes[:i]) for i in range(len(sizes))]
+        for item, (row, k) in enumerate(_row_spans(counts[count_key])):
+            lo, hi = starts[item], starts[item] + sizes[item]
+            yield MediaItem(
+                VISUAL, row, offset + k, _slice_reader(batch, key, lo, hi), _slice_writer(batch, key, lo, hi)
+            )
+    if "input_features" in batch:
+        lengths = batch["feature_attention_mask"].sum(-1).tolist()
+        for item, (row, k) in enumerate(_row_spans(counts["audios"])):
+            yield MediaItem(AUDIO, row, k, _frames_reader(batch, "input_features", item, int(lengths[item])),
+                            _frames_writer(batch, "input_features", item, int(lengths[item])))
+
+
+def _minicpm_items(batch: dict, counts: dict[str, list[int]]) -> Iterator[MediaItem]:
+    if "pixel_values" in batch:
+        for row, slices in enumerate(batch["pixel_values"]):
+            if row >= len(counts["images"]) or counts["images"][row] == 0:
+                continue
+            for k in range(len(slices)):
+                yield MediaItem(VISUAL, row, k, _pixels_reader(slices, k), _pixels_writer(slices, k))
+    if "audio_features" in batch:
+        lengths = [n for row_lens in batch["audio_feature_lens"] for n in _as_list(row_lens)]
+        for item, (row, k) in enumerate(_row_spans(counts["audios"])):
+            yield MediaItem(AUDIO, row, k, _frames_reader(batch, "audio_features", item, int(lengths[item])),
+                            _frames_writer(batch, "audio_features", item, int(lengths[item])))
+
+
+def _as_list(x) -> list:
+    return x.tolist() if isinstance(x, torch.Tensor) else list(x)
+
+
+def _slice_reader(batch, key, lo, hi):
+    return lambda: batch[key][lo:hi]
+
+
+def _slice_writer(batch, key, lo, hi):
+    def write(value):
+        batch[key][lo:hi] = value
+
+    return write
+
+
+def _frames_reader(batch, key, item, length):  # [mel, T] -> [T_valid, mel]
+    return lambda: batch[key][item, :, :length].transpose(0, 1)
+
+
+def _frames_writer(batch, key, item, length):
+    def write(value):
+        batch[key][item, :, :length] = value.transpose(0, 1)
+
+    return write
+
+
+def _pixels_reader(slices, k):  # [C, H, W] -> [H*W, C]
+    return lambda: slices[k].reshape(slices[k].shape[0], -1).transpose(0, 1)
+
+
+def _pixels_writer(slices, k):
+    def write(value):
+        slices[k] = value.transpose(0, 1).reshape(slices[k].shape)
+
+    return write
+
+
+FAMILIES: dict[str, Callable[[dict, dict[str, list[int]]], Iterator[MediaItem]]] = {
+    "qwen2_omni": _qwen_items,
+    "minicpm_o": _minicpm_items,
+}
+
+
+def detect_family(batch: dict) -> str:
+    if "audio_features" in batch or isinstance(batch.get("pixel_values"), list):
+        return "minicpm_o"
+    return "qwen2_omni"
+
+
+def _copy_media(batch: dict) -> dict:
+    """A shallow copy of ``batch`` whose media tensors are cloned (the clean batch stays intact)."""
+    out = dict(batch)
+    for key in ("pixel_values", "pixel_values_videos", "input_features", "audio_features"):
+        if key in out:
+            value = out[key]
+            out[key] = [[t.clone() for t in row] for row in value] if isinstance(value, list) else value.clone()
+    return out
+
+
+def corrupt_batch(
+    batch: dict,
+    counts: dict[str, list[int]],
+    sides_per_row: list[frozenset[str]],
+    specs: dict[str, CorruptionSpec],
+    seed: int,
+    family: str | None = None,
+) -> dict:
+    """Return a copy of a collated batch with, for each row, the modalities in ``sides_per_row`` corrupted.
+
+    ``counts`` holds the number of images, videos and audios each collated row owns (as recorded
+    by ``groundpo.data.collator``). ``sides_per_row`` has one entry per *pair*: a pairwise batch of
+    2B rows uses entry r for rows r and r + B, and both get identical noise.
+    """
+    n_pairs = len(sides_per_row)
+    out = _copy_media(batch)
+    for item in FAMILIES[family or detect_family(batch)](out, counts):
+        pair = item.row % n_pairs
+        if item.side not in sides_per_row[pair]:
+            continue
+        spec = specs[item.side]
+        gen_device = item.read().device
+        gen = torch.Generator(device=gen_device).manual_seed(_item_seed(seed, pair, item.side, item.index))
+        item.write(CORRUPTIONS[spec.kind](item.read(), gen, spec))
+    return out
+
+
+def _item_seed(seed: int, pair: int, side: str, index: int) -> int:
+    return (seed * 1_000_003 + pair * 10_007 + (0 if side == VISUAL else 5_003) + index * 101) % (2**63 - 1)

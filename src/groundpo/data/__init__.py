@@ -1,0 +1,1 @@
+"""Data layer for multi-view preference rows: columns and row checks, processor, collator, sampler."""

@@ -1,0 +1,87 @@
+"""Collator for multi-view preference rows.
+
+The clean view is collated exactly as upstream's ``PairwiseDataCollatorWithPadding`` does (2B
+rows, chosen then rejected, each with its row's media; mrope position ids included). Each token
+view the stage needs is collated the same way into its own sub-batch, so text-only inputs get
+correct position ids. What the trainer needs besides the model inputs goes under one key,
+``batch["groundpo"]``, which the trainer pops before any forward pass:
+
+- ``modality``, ``pair_type``, ``region``: per pair, as in the dataset;
+- ``row_id``: the row's index in the training set (for precomputed reference log-probs);
+- ``counts``: images / videos / audios owned by each of the 2B collated rows, so corruptions
+  find each row's media and leave upstream's dummy media alone;
+- ``views``: the collated token views. A view without media (text only) holds no media at all:
+  the dummy image/audio that upstream's collator appends to media-free batches (masked out, after
+  the real tokens) is dropped and its token slots become padding, so no vision or audio encoder
+  runs and the view's input ids hold no media token. Every rank runs text-only passes together,
+  so no rank calls an encoder that another skips (ZeRO-3 stays in step).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from llamafactory.data import PairwiseDataCollatorWithPadding
+
+PAIR_KEYS = (
+    "chosen_input_ids",
+    "chosen_attention_mask",
+    "chosen_labels",
+    "rejected_input_ids",
+    "rejected_attention_mask",
+    "rejected_labels",
+)
+MEDIA = ("images", "videos", "audios")
+INFO_KEY = "groundpo"
+# model inputs that carry media (Qwen2.5-Omni / Qwen2-VL style collators)
+MEDIA_INPUTS = (
+    "pixel_values",
+    "image_grid_thw",
+    "pixel_values_videos",
+    "video_grid_thw",
+    "video_second_per_grid",
+    "second_per_grid_ts",
+    "input_features",
+    "feature_attention_mask",
+)
+
+
+def media_counts(features: list[dict[str, Any]], prefix: str = "") -> dict[str, list[int]]:
+    """Items of each media kind per collated row (chosen rows, then the same counts for rejected)."""
+    per_pair = {kind: [len(f.get(f"{prefix}{kind}") or []) for f in features] for kind in MEDIA}
+    return {kind: counts + counts for kind, counts in per_pair.items()}
+
+
+@dataclass
+class ViewPairwiseDataCollator(PairwiseDataCollatorWithPadding):
+    token_views: tuple[str, ...] = ()
+
+    def _collate_pairs(self, features: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
+        pairs = [
+            {**{key: f[f"{prefix}{key}"] for key in PAIR_KEYS}, **{kind: f.get(f"{prefix}{kind}") for kind in MEDIA}}
+            for f in features
+        ]
+        batch = super().__call__(pairs)
+        if prefix and not any(f.get(f"{prefix}{kind}") for f in features for kind in MEDIA):
+            self._strip_dummy_media(batch)
+        return batch
+
+    def _strip_dummy_media(self, batch: dict[str, Any]) -> None:
+        for key in MEDIA_INPUTS:
+            batch.pop(key, None)
+        batch["input_ids"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, self.tokenizer.pad_token_id)
+
+    def __call__(self, features: list[dict[str, Any]]) -> dict[str, Any]:
+        batch = self._collate_pairs(features, "")
+        batch[INFO_KEY] = {
+            "modality": [f.get("modality") for f in features],
+            "pair_type": [f.get("pair_type") for f in features],
+            "region": [f.get("region") for f in features],
+            "row_id": torch.tensor([int(f.get("row_id", -1)) for f in features], dtype=torch.long),
+            "counts": media_counts(features),
+            "views": {name: self._collate_pairs(features, f"{name}_") for name in self.token_views},
+            "view_counts": {name: media_counts(features, f"{name}_") for name in self.token_views},
+        }
+        return batch

@@ -1,0 +1,34 @@
+"""What a stage needs from the data pipeline, and the context in which upstream's loader obeys it."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Iterator
+
+from ..views import TokenView
+from .rows import RowCheck
+
+_active: "DataPlan | None" = None
+
+
+@dataclass(frozen=True)
+class DataPlan:
+    stage: str
+    token_views: tuple[TokenView, ...] = ()
+    row_checks: tuple[RowCheck, ...] = ()
+
+
+@contextmanager
+def preference_data(plan: DataPlan) -> Iterator[DataPlan]:
+    """Within this block, ``llamafactory.data.get_dataset(stage="rm")`` builds multi-view rows for ``plan``."""
+    global _active
+    previous, _active = _active, plan
+    try:
+        yield plan
+    finally:
+        _active = previous
+
+
+def active_plan() -> DataPlan | None:
+    return _active

@@ -1,0 +1,69 @@
+"""Modality-homogeneous batches that alternate visual and audio prompts (MoD-DPO, Sec. 4).
+
+The sampler orders row indices in *steps*: blocks of ``per_device_batch_size × world_size`` rows of
+one modality. Upstream's trainer cuts the order into per-device batches and accelerate hands the
+i-th batch to rank i mod world_size, so at every step every rank sees the same modality, and
+every rank runs the same forward passes (required by ZeRO-3 and FSDP, which deadlock otherwise).
+
+Steps cycle through the modalities present: visual, audio, audiovisual, visual, audio, ...;
+audiovisual rows form their own batches. Each modality's rows are shuffled per epoch (seeded) and
+padded to a whole number of steps by repeating some of its rows.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, Sequence
+
+import torch
+from torch.utils.data import Sampler
+
+ORDER = ("visual", "audio", "audiovisual")
+
+
+class ModalityBatchSampler(Sampler[int]):
+    def __init__(
+        self,
+        modalities: Sequence[str | None],
+        per_device_batch_size: int,
+        world_size: int = 1,
+        seed: int = 0,
+        shuffle: bool = True,
+    ) -> None:
+        self.block = per_device_batch_size * world_size
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+        self.groups: dict[str, list[int]] = {}
+        for index, modality in enumerate(modalities):
+            self.groups.setdefault(modality or "unknown", []).append(index)
+        self.keys = [m for m in ORDER if m in self.groups] + sorted(set(self.groups) - set(ORDER))
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _blocks(self, indices: list[int], gen: torch.Generator) -> list[list[int]]:
+        if self.shuffle:
+            indices = [indices[i] for i in torch.randperm(len(indices), generator=gen).tolist()]
+        short = -len(indices) % self.block
+        if short:
+            picks = torch.randint(len(indices), (short,), generator=gen).tolist()
+            indices = indices + [indices[i] for i in picks]
+        return [indices[i : i + self.block] for i in range(0, len(indices), self.block)]
+
+    def steps(self) -> list[list[int]]:
+        """The epoch's steps, each a list of row indices of one modality."""
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        queues = {key: self._blocks(self.groups[key], gen) for key in self.keys}
+        order: list[list[int]] = []
+        while any(queues.values()):
+            for key in self.keys:
+                if queues[key]:
+                    order.append(queues[key].pop(0))
+        return order
+
+    def __iter__(self) -> Iterator[int]:
+        for step in self.steps():
+            yield from step
+
+    def __len__(self) -> int:
+        return sum(-(-len(v) // self.block) * self.block for v in self.groups.values())

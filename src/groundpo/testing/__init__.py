@@ -1,0 +1,1 @@
+"""Tiny offline models, generated media and demo data, used by the tests and the demo."""

@@ -1,0 +1,1 @@
+"""The trainer and workflow shared by every DPO-family stage."""

@@ -1,0 +1,128 @@
+"""Views: what the prompt's media look like in one forward pass of one row.
+
+Every objective here is a function of log π(y | view). Two kinds of view exist, because the
+processed tensors constrain what can change without re-tokenising:
+
+- **Tensor views** keep every shape and token count: one or both modalities of the collated
+  batch are corrupted in place (noise, zeros, shuffle, crop). The trainer builds them from the
+  clean batch (``groundpo.corruption``). Which modality a tensor view corrupts may depend on the
+  row's ``modality`` (MoD-DPO's invariance and sensitivity views).
+- **Token views** change the token sequence: media removed (text only) or replaced by other media
+  (another image, a swapped audio track). They are tokenised at preprocessing
+  (``groundpo.data.processor``) and collated into their own sub-batch.
+
+The text-only view of MoD-DPO++ and JoMPO's ``m_none`` are the same token view, ``text``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+VISUAL, AUDIO = "visual", "audio"
+SIDES = (VISUAL, AUDIO)
+
+
+@dataclass(frozen=True)
+class TensorView:
+    """A shape-preserving view: ``sides(modality)`` names the modalities to corrupt for a row."""
+
+    name: str
+    sides: Callable[[str | None], frozenset[str]]
+
+    def sides_per_row(self, modalities: list[str | None]) -> list[frozenset[str]]:
+        return [self.sides(m) for m in modalities]
+
+
+MEDIA_KINDS = ("images", "videos", "audios")
+
+
+@dataclass(frozen=True)
+class TokenView:
+    """A view tokenised at preprocessing.
+
+    ``media(row)`` returns the view's (images, videos, audios) for an aligned row (a dict with
+    ``_images``, ``_rejected_images``, ...); ``strip_placeholders`` removes the media placeholders
+    from the prompt (text-only views).
+    """
+
+    name: str
+    media: Callable[[dict], tuple[list, list, list]]
+    strip_placeholders: bool = False
+
+
+def _no_media(row: dict) -> tuple[list, list, list]:
+    return [], [], []
+
+
+def _contrast_media(row: dict) -> tuple[list, list, list]:
+    """Each kind from its ``rejected_*`` column where the row has one, else the clean media."""
+    return tuple(row.get(f"_rejected_{kind}") or row.get(f"_{kind}") or [] for kind in MEDIA_KINDS)
+
+
+def _irrelevant(modality: str | None) -> frozenset[str]:
+    """MoD-DPO's invariance view: corrupt the modality the prompt is *not* about (Eq. 6, Supp. A.4)."""
+    return {"visual": frozenset({AUDIO}), "audio": frozenset({VISUAL})}.get(modality, frozenset())
+
+
+def _relevant(modality: str | None) -> frozenset[str]:
+    """MoD-DPO's sensitivity view: corrupt the modality the prompt is about; both for audiovisual (A.5)."""
+    return {
+        "visual": frozenset({VISUAL}),
+        "audio": frozenset({AUDIO}),
+        "audiovisual": frozenset({VISUAL, AUDIO}),
+    }.get(modality, frozenset())
+
+
+INVARIANCE = TensorView("inv", _irrelevant)
+SENSITIVITY = TensorView("sens", _relevant)
+VISUAL_CORRUPTED = TensorView("vcorrupt", lambda _m: frozenset({VISUAL}))
+AUDIO_CORRUPTED = TensorView("acorrupt", lambda _m: frozenset({AUDIO}))
+
+TEXT_ONLY = TokenView("text", _no_media, strip_placeholders=True)
+CONTRAST = TokenView("contrast", _contrast_media)
+
+TOKEN_VIEWS = {view.name: view for view in (TEXT_ONLY, CONTRAST)}
+TENSOR_VIEWS = {view.name: view for view in (INVARIANCE, SENSITIVITY, VISUAL_CORRUPTED, AUDIO_CORRUPTED)}
+
+
+# ---------------------------------------------------------------- passes and plans
+CLEAN = "clean"
+POLICY, REFERENCE = "policy", "reference"
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward pass: a model on a view of the batch (chosen and rejected rows together)."""
+
+    view: str = CLEAN  # "clean", a TensorView name or a TokenView name
+    model: str = POLICY  # "policy" or "reference"
+    grad: bool = False  # only the clean policy pass of a DPO-family stage has gradient
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.model, self.view)
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    """What a stage computes per step, built from its arguments by ``StageSpec.plan``."""
+
+    passes: tuple[Pass, ...]
+    corruptions: dict = field(default_factory=dict)  # side -> groundpo.corruption.CorruptionSpec
+    row_checks: tuple = ()  # groundpo.data.rows checks every row must pass
+    homogeneous_batches: bool = False  # modality-homogeneous batches (groundpo.data.sampler)
+    precompute_reference: bool = False  # reference passes on clean/token views computed once
+    plot_keys: tuple[str, ...] = ("loss", "rewards/accuracies")
+
+    @property
+    def token_views(self) -> tuple[TokenView, ...]:
+        return tuple(TOKEN_VIEWS[p.view] for p in self.passes if p.view in TOKEN_VIEWS)
+
+    @property
+    def ordered_passes(self) -> tuple[Pass, ...]:
+        """No-grad passes first: their activations are freed before the policy's graph is built."""
+        return tuple(sorted(self.passes, key=lambda p: p.grad))
+
+
+LogpTable = dict  # (model, view) -> (chosen_logps [B], rejected_logps [B])
