@@ -77,7 +77,8 @@ EXTRAS = {
     "webui": ["gradio==5.50.0"],
     # ZeRO-3 for the 8-GPU paper configs; upstream caps deepspeed at 0.18.4
     "deepspeed": ["deepspeed>=0.10.0,<=0.18.4"],
-    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0"],
+    # wheel + setuptools: tests/test_install.py builds a wheel offline (no build isolation)
+    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0", "wheel", "setuptools>=70,<82"],
 }
 
 setup(
