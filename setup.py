@@ -67,6 +67,8 @@ CORE = [
     "peft==0.18.1",
     "accelerate==1.11.0",
     "datasets==4.0.0",
+    "av==16.0.0",  # video decoding (demo data, evaluation); what llamafactory 0.9.5 resolves to
+    "pillow",
     "pyyaml",
     "numpy",
     "tqdm",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -77,3 +78,35 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, cwd: P
 
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
+
+
+MEDIA_KEYS = ("images", "videos", "audios", "rejected_images", "rejected_videos", "rejected_audios")
+
+
+def demo_rows(dataset_file: str, n: int | None = None) -> list[dict]:
+    """Rows of a demo dataset (data/demo/<file>) with absolute media paths, usable from any dataset_dir."""
+    rows = json.loads((DATA_DIR / "demo" / dataset_file).read_text())[:n]
+    for row in rows:
+        for key in MEDIA_KEYS:
+            if row.get(key):
+                row[key] = [str(DATA_DIR / p) for p in row[key]]
+    return rows
+
+
+def dataset_dir_with(folder: Path, rows: list[dict], like: str, name: str = "rows") -> Path:
+    """A dataset_dir holding ``rows`` registered as ``name`` with the dataset_info entry of demo dataset ``like``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "rows.json").write_text(json.dumps(rows), encoding="utf-8")
+    info = json.loads((DATA_DIR / "dataset_info.json").read_text())[like]
+    info["file_name"] = "rows.json"
+    (folder / "dataset_info.json").write_text(json.dumps({name: info}), encoding="utf-8")
+    return folder
+
+
+def build_trainer_for(model: Path, tmp_path: Path, **overrides):
+    """Our trainer for a tiny config, built in-process (no training)."""
+    from llamafactory.hparams import get_train_args
+
+    from groundpo.train.workflow import build_trainer
+
+    return build_trainer(*get_train_args(tiny_config(model, tmp_path / "out", **overrides))[:4])

@@ -139,3 +139,46 @@ def test_minicpm_o_tensors():
     out = corrupt_batch(batch, counts, [A, NONE], SPECS, seed=0, family="minicpm_o")
     changed = out["audio_features"][0] != batch["audio_features"][0]
     assert changed[:, :7].all() and not changed[:, 7:].any()  # only up to audio_feature_lens
+
+
+def test_qwen_patches_round_trip_to_the_normalised_image():
+    import numpy as np
+    from transformers import Qwen2VLImageProcessor
+
+    from groundpo.corruption import PatchLayout, images_to_patches, patches_to_images
+
+    processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112, patch_size=14, merge_size=2, temporal_patch_size=2)
+    image = np.random.RandomState(0).randint(0, 255, (112, 84, 3)).astype(np.uint8)
+    out = processor(images=[image], return_tensors="pt")
+    grid = out["image_grid_thw"][0]
+    frames = patches_to_images(out["pixel_values"], grid, PatchLayout())
+    mean = torch.tensor(processor.image_mean).view(3, 1, 1)
+    std = torch.tensor(processor.image_std).view(3, 1, 1)
+    expected = (torch.tensor(image).permute(2, 0, 1).float() / 255 - mean) / std
+    assert frames.shape == (2, 3, 112, 84)
+    assert torch.allclose(frames[0], expected, atol=1e-5) and torch.allclose(frames[1], expected, atol=1e-5)
+    assert torch.equal(images_to_patches(frames, grid, PatchLayout()), out["pixel_values"])
+
+
+def test_crop_keeps_shape_and_is_a_zoomed_part_of_the_image():
+    from groundpo.corruption import SPATIAL_CORRUPTIONS
+
+    ramp = torch.linspace(0, 1, 40).view(1, 1, 1, 40).expand(1, 3, 30, 40).contiguous()
+    out = SPATIAL_CORRUPTIONS["crop"](ramp, torch.Generator().manual_seed(0), CorruptionSpec("crop", crop_scale=(0.01, 0.2)), None)
+    assert out.shape == ramp.shape
+    span = out[0, 0, 0, -1] - out[0, 0, 0, 0]
+    assert 0 < span < 0.6  # a horizontal ramp over at most ~20 % of the area spans far less of the range
+
+
+def test_region_diffusion_noises_only_inside_the_region():
+    from groundpo.corruption import SPATIAL_CORRUPTIONS
+
+    images = torch.randn(2, 3, 20, 40)
+    out = SPATIAL_CORRUPTIONS["region_diffusion"](images, torch.Generator().manual_seed(0), CorruptionSpec(), [0.25, 0.5, 0.5, 1.0])
+    changed = (out != images).any(1)  # [N, H, W]
+    assert changed[:, 10:, 10:20].all()
+    outside = torch.ones(20, 40, dtype=torch.bool)
+    outside[10:, 10:20] = False
+    assert not changed[:, outside].any()
+    whole = SPATIAL_CORRUPTIONS["region_diffusion"](images, torch.Generator().manual_seed(0), CorruptionSpec(), None)
+    assert (whole != images).all()

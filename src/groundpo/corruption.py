@@ -11,6 +11,14 @@ batch's input ids and position ids. The MoD-DPO paper compares (Tab. 4):
 - ``zeros``: the modality blanked out (the normalised mean).
 - ``shuffle``: the units of a media item (visual patches, audio frames) randomly permuted.
 
+Spatial corruptions see each visual item as images [frames, C, H, W] (Qwen's flattened patches
+are un-patchified and re-patchified around them):
+
+- ``crop``: mDPO's corrupted image, a random crop of ``crop_scale`` (1-20 %) of the area resized
+  back to the full size (``RandomResizedCrop``); one crop per item, shared by policy and reference;
+- ``region_diffusion``: MFPO's m', diffusion noise at ``diffusion_steps`` only inside the row's
+  ``region`` (relative box), the whole image when the row has none.
+
 Families say where a modality's items live in a collated batch:
 
 - ``qwen2_omni`` (Qwen2.5-Omni): visual = rows of ``pixel_values`` (per image, ``image_grid_thw``)
@@ -41,6 +49,16 @@ class CorruptionSpec:
     kind: str = "diffusion"
     diffusion_steps: int = 500
     noise_std: float = 1.0
+    crop_scale: tuple[float, float] = (0.01, 0.2)
+
+
+@dataclass(frozen=True)
+class PatchLayout:
+    """How Qwen-style processors flatten images into patch rows (from the image processor)."""
+
+    merge_size: int = 2
+    temporal_patch_size: int = 2
+    channels: int = 3
 
 
 # ---------------------------------------------------------------- element corruptions
@@ -89,6 +107,49 @@ def shuffle_units(x: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec) -
     return x[order]
 
 
+# Spatial corruptions take images [N, C, H, W], a generator, the spec and the row's relative region
+# (x0, y0, x1, y1 in [0, 1]) or None.
+SpatialCorruption = Callable[[torch.Tensor, torch.Generator, CorruptionSpec, "list[float] | None"], torch.Tensor]
+SPATIAL_CORRUPTIONS: dict[str, SpatialCorruption] = {}
+
+
+def register_spatial_corruption(name: str) -> Callable[[SpatialCorruption], SpatialCorruption]:
+    def wrap(fn: SpatialCorruption) -> SpatialCorruption:
+        SPATIAL_CORRUPTIONS[name] = fn
+        return fn
+
+    return wrap
+
+
+@register_spatial_corruption("crop")
+def random_resized_crop(images: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec, region) -> torch.Tensor:
+    """mDPO: keep a random crop covering ``crop_scale`` of the area (aspect 3/4..4/3), resized back."""
+    _, _, height, width = images.shape
+    u = torch.rand(4, generator=gen, device=gen.device).tolist()
+    area = height * width * (spec.crop_scale[0] + u[0] * (spec.crop_scale[1] - spec.crop_scale[0]))
+    aspect = math.exp(math.log(3 / 4) + u[1] * (math.log(4 / 3) - math.log(3 / 4)))
+    h = max(1, min(height, round(math.sqrt(area / aspect))))
+    w = max(1, min(width, round(math.sqrt(area * aspect))))
+    top, left = int(u[2] * (height - h + 1)), int(u[3] * (width - w + 1))
+    crop = images[:, :, top : top + h, left : left + w].float()
+    resized = torch.nn.functional.interpolate(crop, size=(height, width), mode="bilinear", align_corners=False)
+    return resized.to(images.dtype)
+
+
+@register_spatial_corruption("region_diffusion")
+def region_diffusion(images: torch.Tensor, gen: torch.Generator, spec: CorruptionSpec, region) -> torch.Tensor:
+    """MFPO: diffusion noise inside ``region`` (the whole image when there is none)."""
+    noisy = diffusion_noise(images, gen, spec)
+    if region is None:
+        return noisy
+    _, _, height, width = images.shape
+    x0, y0, x1, y1 = region
+    mask = torch.zeros(height, width, dtype=torch.bool, device=images.device)
+    mask[int(y0 * height) : max(int(y0 * height) + 1, math.ceil(y1 * height)),
+         int(x0 * width) : max(int(x0 * width) + 1, math.ceil(x1 * width))] = True
+    return torch.where(mask, noisy, images)
+
+
 # ---------------------------------------------------------------- where items live
 @dataclass
 class MediaItem:
@@ -99,6 +160,8 @@ class MediaItem:
     index: int  # k-th item of this kind in its row (videos are offset by 1000 from images)
     read: Callable[[], torch.Tensor]
     write: Callable[[torch.Tensor], None]
+    read_images: Callable[[], torch.Tensor] | None = None  # [N, C, H, W], visual items only
+    write_images: Callable[[torch.Tensor], None] | None = None
 
 
 def _row_spans(counts: list[int]) -> Iterator[tuple[int, int]]:
@@ -108,19 +171,41 @@ def _row_spans(counts: list[int]) -> Iterator[tuple[int, int]]:
             yield row, k
 
 
-def _qwen_items(batch: dict, counts: dict[str, list[int]]) -> Iterator[MediaItem]:
+def patches_to_images(patches: torch.Tensor, grid_thw, layout: PatchLayout) -> torch.Tensor:
+    """Qwen2-VL patch rows [t·h·w, C·tp·P·P] of one item -> images [t·tp, C, h·P, w·P]."""
+    t, h, w = (int(v) for v in grid_thw)
+    m, tp, c = layout.merge_size, layout.temporal_patch_size, layout.channels
+    p = int(round(math.sqrt(patches.shape[-1] / (c * tp))))
+    x = patches.reshape(t, h // m, w // m, m, m, c, tp, p, p).permute(0, 6, 5, 1, 3, 7, 2, 4, 8)
+    return x.reshape(t * tp, c, h * p, w * p)
+
+
+def images_to_patches(images: torch.Tensor, grid_thw, layout: PatchLayout) -> torch.Tensor:
+    """The inverse of :func:`patches_to_images`."""
+    t, h, w = (int(v) for v in grid_thw)
+    m, tp, c = layout.merge_size, layout.temporal_patch_size, layout.channels
+    p = images.shape[-1] // w
+    x = images.reshape(t, tp, c, h // m, m, p, w // m, m, p).permute(0, 3, 6, 4, 7, 2, 1, 5, 8)
+    return x.reshape(t * h * w, c * tp * p * p)
+
+
+def _qwen_items(batch: dict, counts: dict[str, list[int]], layout: PatchLayout) -> Iterator[MediaItem]:
     for key, grid_key, count_key, offset in (
         ("pixel_values", "image_grid_thw", "images", 0),
         ("pixel_values_videos", "video_grid_thw", "videos", 1000),
     ):
         if key not in batch or grid_key not in batch:
             continue
-        sizes = batch[grid_key].prod(dim=-1).tolist()
+        grids = batch[grid_key].tolist()
+        sizes = [t * h * w for t, h, w in grids]
         starts = [sum(sizes[:i]) for i in range(len(sizes))]
         for item, (row, k) in enumerate(_row_spans(counts[count_key])):
             lo, hi = starts[item], starts[item] + sizes[item]
+            read, write = _slice_reader(batch, key, lo, hi), _slice_writer(batch, key, lo, hi)
             yield MediaItem(
-                VISUAL, row, offset + k, _slice_reader(batch, key, lo, hi), _slice_writer(batch, key, lo, hi)
+                VISUAL, row, offset + k, read, write,
+                read_images=_compose(read, lambda x, g=grids[item]: patches_to_images(x, g, layout)),
+                write_images=_then(write, lambda x, g=grids[item]: images_to_patches(x, g, layout)),
             )
     if "input_features" in batch:
         lengths = batch["feature_attention_mask"].sum(-1).tolist()
@@ -129,18 +214,47 @@ def _qwen_items(batch: dict, counts: dict[str, list[int]]) -> Iterator[MediaItem
                             _frames_writer(batch, "input_features", item, int(lengths[item])))
 
 
-def _minicpm_items(batch: dict, counts: dict[str, list[int]]) -> Iterator[MediaItem]:
+def _minicpm_items(batch: dict, counts: dict[str, list[int]], layout: PatchLayout) -> Iterator[MediaItem]:
     if "pixel_values" in batch:
         for row, slices in enumerate(batch["pixel_values"]):
             if row >= len(counts["images"]) or counts["images"][row] == 0:
                 continue
             for k in range(len(slices)):
-                yield MediaItem(VISUAL, row, k, _pixels_reader(slices, k), _pixels_writer(slices, k))
+                yield MediaItem(
+                    VISUAL, row, k, _pixels_reader(slices, k), _pixels_writer(slices, k),
+                    read_images=lambda slices=slices, k=k: slices[k].unsqueeze(0),
+                    write_images=lambda x, slices=slices, k=k: slices.__setitem__(k, x[0]),
+                )
     if "audio_features" in batch:
         lengths = [n for row_lens in batch["audio_feature_lens"] for n in _as_list(row_lens)]
         for item, (row, k) in enumerate(_row_spans(counts["audios"])):
             yield MediaItem(AUDIO, row, k, _frames_reader(batch, "audio_features", item, int(lengths[item])),
                             _frames_writer(batch, "audio_features", item, int(lengths[item])))
+
+
+def _image_tensor_items(batch: dict, counts: dict[str, list[int]], layout: PatchLayout) -> Iterator[MediaItem]:
+    """LLaVA-style models: ``pixel_values`` [n_images, C, H, W], images in row order."""
+    pixels = batch["pixel_values"]
+    for item, (row, k) in enumerate(_row_spans(counts["images"])):
+        def read(i=item):
+            return pixels[i].reshape(pixels.shape[1], -1).transpose(0, 1)
+
+        def write(x, i=item):
+            pixels[i] = x.transpose(0, 1).reshape(pixels.shape[1:])
+
+        def write_images(x, i=item):
+            pixels[i] = x[0]
+
+        yield MediaItem(VISUAL, row, k, read, write, read_images=lambda i=item: pixels[i : i + 1],
+                        write_images=write_images)
+
+
+def _compose(read, transform):
+    return lambda: transform(read())
+
+
+def _then(write, transform):
+    return lambda value: write(transform(value))
 
 
 def _as_list(x) -> list:
@@ -180,15 +294,20 @@ def _pixels_writer(slices, k):
     return write
 
 
-FAMILIES: dict[str, Callable[[dict, dict[str, list[int]]], Iterator[MediaItem]]] = {
+FAMILIES: dict[str, Callable[[dict, dict[str, list[int]], PatchLayout], Iterator[MediaItem]]] = {
     "qwen2_omni": _qwen_items,
     "minicpm_o": _minicpm_items,
+    "image_tensor": _image_tensor_items,
 }
 
 
 def detect_family(batch: dict) -> str:
     if "audio_features" in batch or isinstance(batch.get("pixel_values"), list):
         return "minicpm_o"
+    if "image_grid_thw" in batch or "video_grid_thw" in batch or "input_features" in batch:
+        return "qwen2_omni"
+    if torch.is_tensor(batch.get("pixel_values")) and batch["pixel_values"].dim() == 4:
+        return "image_tensor"
     return "qwen2_omni"
 
 
@@ -209,23 +328,32 @@ def corrupt_batch(
     specs: dict[str, CorruptionSpec],
     seed: int,
     family: str | None = None,
+    regions: list | None = None,
+    layout: PatchLayout = PatchLayout(),
 ) -> dict:
     """Return a copy of a collated batch with, for each row, the modalities in ``sides_per_row`` corrupted.
 
     ``counts`` holds the number of images, videos and audios each collated row owns (as recorded
     by ``groundpo.data.collator``). ``sides_per_row`` has one entry per *pair*: a pairwise batch of
-    2B rows uses entry r for rows r and r + B, and both get identical noise.
+    2B rows uses entry r for rows r and r + B, and both get identical noise. ``regions`` (one per
+    pair, relative boxes or None) feed the spatial corruptions.
     """
     n_pairs = len(sides_per_row)
     out = _copy_media(batch)
-    for item in FAMILIES[family or detect_family(batch)](out, counts):
+    for item in FAMILIES[family or detect_family(batch)](out, counts, layout):
         pair = item.row % n_pairs
         if item.side not in sides_per_row[pair]:
             continue
         spec = specs[item.side]
         gen_device = item.read().device
         gen = torch.Generator(device=gen_device).manual_seed(_item_seed(seed, pair, item.side, item.index))
-        item.write(CORRUPTIONS[spec.kind](item.read(), gen, spec))
+        if spec.kind in SPATIAL_CORRUPTIONS:
+            if item.read_images is None:
+                raise ValueError(f"Corruption {spec.kind!r} needs images; {item.side} items of this model have none.")
+            region = regions[pair] if regions is not None else None
+            item.write_images(SPATIAL_CORRUPTIONS[spec.kind](item.read_images(), gen, spec, region))
+        else:
+            item.write(CORRUPTIONS[spec.kind](item.read(), gen, spec))
     return out
 
 

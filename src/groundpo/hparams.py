@@ -4,7 +4,8 @@ Each method's keys live in one dataclass named after the method. ``GroundpoFinet
 joins them to upstream's ``FinetuningArguments``, and ``groundpo.integration.parser`` puts it in
 the place of upstream's class when ``llamafactory-cli train`` parses a config. A key is accepted
 only by the stages whose :class:`~groundpo.registry.StageSpec` lists its dataclass; anything
-else is a clear error at start-up. β is upstream's ``pref_beta`` throughout.
+else is a clear error at start-up. β is upstream's ``pref_beta`` throughout; when a config does
+not set it, a stage's paper value applies (``StageSpec.default_beta``, e.g. 0.05 for JoMPO).
 
 Every key is documented in ``docs/configuration.md``.
 """
@@ -104,12 +105,86 @@ class ModDPOArguments:
         return override or self.mod_corruption
 
 
-# Every argument dataclass of groundpo, in the order their keys are documented.
-STAGE_ARGUMENTS: tuple[type, ...] = (ModDPOArguments,)
+@dataclass
+class OmniDPOArguments:
+    r"""OmniDPO (stage ``omni_dpo``, arXiv 2509.00723; the baseline of MoD-DPO):
+    L = L_DPO + λ_V·L_vis + λ_A·L_aud, with zero-mean Gaussian noise as the corruption."""
+
+    omni_dpo_lambda_v: float = field(default=1.0, metadata={"help": "λ_V: weight of the visual-corruption term."})
+    omni_dpo_lambda_a: float = field(default=1.0, metadata={"help": "λ_A: weight of the audio-corruption term."})
+    omni_dpo_noise_std: float = field(
+        default=1.0,
+        metadata={"help": "σ of the zero-mean Gaussian noise added to the normalised features (not reported)."},
+    )
+
+    def check_omni_dpo(self) -> None:
+        for key in ("omni_dpo_lambda_v", "omni_dpo_lambda_a", "omni_dpo_noise_std"):
+            _check_range(key, getattr(self, key), 0.0)
 
 
 @dataclass
-class GroundpoFinetuningArguments(FinetuningArguments, ModDPOArguments):
+class MDPOArguments:
+    r"""mDPO (stage ``mdpo``, Wang et al. 2024): DPO + conditional preference on a cropped image + anchor."""
+
+    mdpo_anchor_delta: float = field(default=0.0, metadata={"help": "δ of the reward anchor (0 in mDPO's code)."})
+    mdpo_crop_min: float = field(default=0.01, metadata={"help": "Smallest crop, as a fraction of the image area."})
+    mdpo_crop_max: float = field(default=0.2, metadata={"help": "Largest crop, as a fraction of the image area."})
+
+    def check_mdpo(self) -> None:
+        _check_range("mdpo_crop_min", self.mdpo_crop_min, 0.0, 1.0)
+        _check_range("mdpo_crop_max", self.mdpo_crop_max, self.mdpo_crop_min, 1.0)
+
+
+@dataclass
+class MFPOArguments:
+    r"""MFPO (stage ``mfpo``, seed 004 Eq. 5-7): L = w_t·L_text + w_i·L_image + w_m·L_margin, with m' the
+    image noised inside the keyword region, and an easy-to-hard curriculum."""
+
+    mfpo_margin_eta: float = field(default=0.0, metadata={"help": "η of the margin term (paper: 0 is best)."})
+    mfpo_weight_text: float = field(default=1.0, metadata={"help": "w_t (paper: 1:1:1 is best)."})
+    mfpo_weight_image: float = field(default=1.0, metadata={"help": "w_i."})
+    mfpo_weight_margin: float = field(default=1.0, metadata={"help": "w_m."})
+    mfpo_diffusion_steps: int = field(
+        default=500, metadata={"help": "Diffusion step t of the region noise making m' on the fly (paper: 500)."}
+    )
+    mfpo_curriculum: bool = field(
+        default=True,
+        metadata={"help": "Easy-to-hard: rank rows by the policy's token entropy on y_w, train the thirds in order."},
+    )
+
+    def check_mfpo(self) -> None:
+        for key in ("mfpo_weight_text", "mfpo_weight_image", "mfpo_weight_margin"):
+            _check_range(key, getattr(self, key), 0.0)
+        _check_range("mfpo_diffusion_steps", self.mfpo_diffusion_steps, 1, 1000)
+
+
+@dataclass
+class ACPOArguments:
+    r"""ACPO (stage ``acpo``, seed 002): DPO over (input, response) pairs of two types, audio attribution
+    (``pair_type: output``) and audio sensitivity (``pair_type: input``)."""
+
+    acpo_lambda_output: float = field(default=1.0, metadata={"help": "Weight of output-contrastive pairs."})
+    acpo_lambda_input: float = field(default=1.0, metadata={"help": "Weight of input-contrastive pairs."})
+
+    def check_acpo(self) -> None:
+        _check_range("acpo_lambda_output", self.acpo_lambda_output, 0.0)
+        _check_range("acpo_lambda_input", self.acpo_lambda_input, 0.0)
+
+
+# Every argument dataclass of groundpo, in the order their keys are documented.
+STAGE_ARGUMENTS: tuple[type, ...] = (
+    ModDPOArguments,
+    OmniDPOArguments,
+    MDPOArguments,
+    MFPOArguments,
+    ACPOArguments,
+)
+
+
+@dataclass
+class GroundpoFinetuningArguments(
+    FinetuningArguments, ModDPOArguments, OmniDPOArguments, MDPOArguments, MFPOArguments, ACPOArguments
+):
     r"""Upstream's ``FinetuningArguments`` plus the keys of every groundpo stage."""
 
     stage: str = field(

@@ -47,6 +47,7 @@ class StageSpec:
     controls: tuple[Control, ...] = ()
     uses_reference: bool = True
     pairwise: bool = True  # takes ranking (chosen/rejected) datasets
+    default_beta: float | None = None  # the paper's β, used when a config does not set `pref_beta`
 
     @property
     def keys(self) -> frozenset[str]:

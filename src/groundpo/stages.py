@@ -12,12 +12,22 @@ import torch
 
 from . import hparams
 from .corruption import CorruptionSpec
-from .data.rows import check_modality
+from .data.rows import check_audiovisual_media, check_contrast_image, check_modality, check_pair_type, check_visual_media
 from .registry import StageSpec, register_stage
 from .views import AUDIO, CLEAN, POLICY, REFERENCE, VISUAL, Pass, StagePlan
 
 POLICY_CLEAN = Pass(CLEAN, POLICY, grad=True)
 REFERENCE_CLEAN = Pass(CLEAN, REFERENCE)
+
+
+def _clean_pairs(table) -> dict:
+    """The four tensors of every DPO-family loss: policy and reference, chosen and rejected, clean view."""
+    return dict(
+        policy_chosen_logps=table[(POLICY, CLEAN)][0],
+        policy_rejected_logps=table[(POLICY, CLEAN)][1],
+        reference_chosen_logps=table[(REFERENCE, CLEAN)][0],
+        reference_rejected_logps=table[(REFERENCE, CLEAN)][1],
+    )
 
 
 # ---------------------------------------------------------------- DPO (groundpo engine)
@@ -26,13 +36,7 @@ def dpo_plan(args) -> StagePlan:
 
 
 def dpo_inputs(table, info, args) -> dict:
-    return dict(
-        policy_chosen_logps=table[(POLICY, CLEAN)][0],
-        policy_rejected_logps=table[(POLICY, CLEAN)][1],
-        reference_chosen_logps=table[(REFERENCE, CLEAN)][0],
-        reference_rejected_logps=table[(REFERENCE, CLEAN)][1],
-        beta=args.pref_beta,
-    )
+    return dict(**_clean_pairs(table), beta=args.pref_beta)
 
 
 # ---------------------------------------------------------------- MoD-DPO
@@ -63,10 +67,7 @@ def mod_dpo_inputs(table, info, args) -> dict:
     text = table.get((REFERENCE, "text"))
     has_inv = torch.tensor([m != "audiovisual" for m in info["modality"]], device=table[(POLICY, CLEAN)][0].device)
     return dict(
-        policy_chosen_logps=table[(POLICY, CLEAN)][0],
-        policy_rejected_logps=table[(POLICY, CLEAN)][1],
-        reference_chosen_logps=table[(REFERENCE, CLEAN)][0],
-        reference_rejected_logps=table[(REFERENCE, CLEAN)][1],
+        **_clean_pairs(table),
         sens_chosen_logps=table[(POLICY, "sens")][0],
         sens_rejected_logps=table[(POLICY, "sens")][1],
         inv_chosen_logps=inv[0] if inv is not None else None,
@@ -112,3 +113,171 @@ register_stage(
         inputs=dpo_inputs,
     )
 )
+
+
+# ---------------------------------------------------------------- OmniDPO (baseline of MoD-DPO)
+def omni_dpo_plan(args) -> StagePlan:
+    noise = CorruptionSpec("gaussian", noise_std=args.omni_dpo_noise_std)
+    return StagePlan(
+        passes=(
+            POLICY_CLEAN,
+            REFERENCE_CLEAN,
+            Pass("vcorrupt", POLICY, grad=True),  # OmniDPO trains the policy under v' and a' too
+            Pass("vcorrupt", REFERENCE),
+            Pass("acorrupt", POLICY, grad=True),
+            Pass("acorrupt", REFERENCE),
+        ),
+        corruptions={VISUAL: noise, AUDIO: noise},
+        row_checks=(check_audiovisual_media,),
+    )
+
+
+def omni_dpo_inputs(table, info, args) -> dict:
+    return dict(
+        **_clean_pairs(table),
+        policy_chosen_vcorrupt_logps=table[(POLICY, "vcorrupt")][0],
+        reference_chosen_vcorrupt_logps=table[(REFERENCE, "vcorrupt")][0],
+        policy_chosen_acorrupt_logps=table[(POLICY, "acorrupt")][0],
+        reference_chosen_acorrupt_logps=table[(REFERENCE, "acorrupt")][0],
+        beta=args.pref_beta,
+        lambda_v=args.omni_dpo_lambda_v,
+        lambda_a=args.omni_dpo_lambda_a,
+    )
+
+
+# ---------------------------------------------------------------- mDPO
+def mdpo_plan(args) -> StagePlan:
+    return StagePlan(
+        passes=(POLICY_CLEAN, REFERENCE_CLEAN, Pass("vcorrupt", POLICY, grad=True), Pass("vcorrupt", REFERENCE)),
+        corruptions={VISUAL: CorruptionSpec("crop", crop_scale=(args.mdpo_crop_min, args.mdpo_crop_max))},
+        row_checks=(check_visual_media,),
+    )
+
+
+def mdpo_inputs(table, info, args) -> dict:
+    return dict(
+        **_clean_pairs(table),
+        policy_chosen_corrupt_logps=table[(POLICY, "vcorrupt")][0],
+        reference_chosen_corrupt_logps=table[(REFERENCE, "vcorrupt")][0],
+        beta=args.pref_beta,
+        anchor_delta=args.mdpo_anchor_delta,
+    )
+
+
+# ---------------------------------------------------------------- JoMPO
+JOMPO_VIEWS = (CLEAN, "text", "contrast")  # m_w, m_none, m_l (the order of axis 1 of jompo_loss)
+
+
+def jompo_plan(args) -> StagePlan:
+    passes = [Pass(view, POLICY, grad=True) for view in JOMPO_VIEWS] + [Pass(view, REFERENCE) for view in JOMPO_VIEWS]
+    return StagePlan(passes=tuple(passes), row_checks=(check_contrast_image,))
+
+
+def jompo_inputs(table, info, args) -> dict:
+    def stack(model: str):  # [B, 3, 2]: image view × (y_w, y_l)
+        return torch.stack([torch.stack(table[(model, view)], dim=-1) for view in JOMPO_VIEWS], dim=1)
+
+    return dict(policy_logps=stack(POLICY), reference_logps=stack(REFERENCE), beta=args.pref_beta)
+
+
+# ---------------------------------------------------------------- MFPO
+def mfpo_plan(args) -> StagePlan:
+    return StagePlan(
+        passes=(POLICY_CLEAN, REFERENCE_CLEAN, Pass("perturbed", POLICY, grad=True), Pass("perturbed", REFERENCE)),
+        corruptions={VISUAL: CorruptionSpec("region_diffusion", diffusion_steps=args.mfpo_diffusion_steps)},
+        row_checks=(check_visual_media,),
+        curriculum=args.mfpo_curriculum,
+    )
+
+
+def mfpo_inputs(table, info, args) -> dict:
+    return dict(
+        **_clean_pairs(table),
+        policy_chosen_perturbed_logps=table[(POLICY, "perturbed")][0],
+        reference_chosen_perturbed_logps=table[(REFERENCE, "perturbed")][0],
+        beta=args.pref_beta,
+        margin_eta=args.mfpo_margin_eta,
+        weights=(args.mfpo_weight_text, args.mfpo_weight_image, args.mfpo_weight_margin),
+    )
+
+
+# ---------------------------------------------------------------- ACPO
+def _is_input_contrastive(row: dict) -> bool:
+    return row.get("_pair_type", row.get("pair_type")) == "input"
+
+
+def acpo_plan(args) -> StagePlan:
+    return StagePlan(
+        passes=(POLICY_CLEAN, REFERENCE_CLEAN), row_checks=(check_pair_type,), input_contrastive=_is_input_contrastive
+    )
+
+
+def acpo_inputs(table, info, args) -> dict:
+    device = table[(POLICY, CLEAN)][0].device
+    input_contrastive = torch.tensor([_is_input_contrastive(row) for row in info["rows"]], device=device)
+    return dict(
+        **_clean_pairs(table),
+        input_contrastive=input_contrastive,
+        beta=args.pref_beta,
+        lambda_output=args.acpo_lambda_output,
+        lambda_input=args.acpo_lambda_input,
+    )
+
+
+def _label(en: str, ru: str, zh: str, ko: str, ja: str) -> dict[str, str]:
+    return {"en": en, "ru": ru, "zh": zh, "ko": ko, "ja": ja}
+
+
+for _spec in (
+    StageSpec(
+        name="omni_dpo",
+        label=_label("OmniDPO", "OmniDPO", "OmniDPO", "OmniDPO", "OmniDPO"),
+        paper="OmniDPO (arXiv 2509.00723), as the baseline of MoD-DPO",
+        workflow="groundpo.train.workflow:run_preference",
+        objective="groundpo.losses.omni_dpo:omni_dpo_loss",
+        arguments=(hparams.OmniDPOArguments,),
+        plan=omni_dpo_plan,
+        inputs=omni_dpo_inputs,
+    ),
+    StageSpec(
+        name="mdpo",
+        label=_label("mDPO", "mDPO", "mDPO", "mDPO", "mDPO"),
+        paper="mDPO (Wang et al. 2024, luka-group/mDPO)",
+        workflow="groundpo.train.workflow:run_preference",
+        objective="groundpo.losses.mdpo:mdpo_loss",
+        arguments=(hparams.MDPOArguments,),
+        plan=mdpo_plan,
+        inputs=mdpo_inputs,
+    ),
+    StageSpec(
+        name="jompo",
+        label=_label("JoMPO", "JoMPO", "JoMPO", "JoMPO", "JoMPO"),
+        paper="JoMPO (seed 001), Eq. 5-8",
+        workflow="groundpo.train.workflow:run_preference",
+        objective="groundpo.losses.jompo:jompo_loss",
+        plan=jompo_plan,
+        inputs=jompo_inputs,
+        default_beta=0.05,
+    ),
+    StageSpec(
+        name="mfpo",
+        label=_label("MFPO", "MFPO", "MFPO", "MFPO", "MFPO"),
+        paper="MFPO (seed 004), Eq. 5-7",
+        workflow="groundpo.train.workflow:run_preference",
+        objective="groundpo.losses.mfpo:mfpo_loss",
+        arguments=(hparams.MFPOArguments,),
+        plan=mfpo_plan,
+        inputs=mfpo_inputs,
+    ),
+    StageSpec(
+        name="acpo",
+        label=_label("ACPO", "ACPO", "ACPO", "ACPO", "ACPO"),
+        paper="ACPO (seed 002, abstract level)",
+        workflow="groundpo.train.workflow:run_preference",
+        objective="groundpo.losses.acpo:acpo_loss",
+        arguments=(hparams.ACPOArguments,),
+        plan=acpo_plan,
+        inputs=acpo_inputs,
+    ),
+):
+    register_stage(_spec)

@@ -25,13 +25,18 @@ SIDES = (VISUAL, AUDIO)
 
 @dataclass(frozen=True)
 class TensorView:
-    """A shape-preserving view: ``sides(modality)`` names the modalities to corrupt for a row."""
+    """A shape-preserving view: ``sides(row)`` names the modalities to corrupt in a row.
+
+    ``row`` is the pair's metadata (``modality``, ``pair_type``, ``region``, ``has_contrast``);
+    ``base`` is the view whose tensors are corrupted: the clean batch or a token view.
+    """
 
     name: str
-    sides: Callable[[str | None], frozenset[str]]
+    sides: Callable[[dict], frozenset[str]]
+    base: str = "clean"
 
-    def sides_per_row(self, modalities: list[str | None]) -> list[frozenset[str]]:
-        return [self.sides(m) for m in modalities]
+    def sides_per_row(self, rows: list[dict]) -> list[frozenset[str]]:
+        return [self.sides(row) for row in rows]
 
 
 MEDIA_KINDS = ("images", "videos", "audios")
@@ -60,30 +65,44 @@ def _contrast_media(row: dict) -> tuple[list, list, list]:
     return tuple(row.get(f"_rejected_{kind}") or row.get(f"_{kind}") or [] for kind in MEDIA_KINDS)
 
 
-def _irrelevant(modality: str | None) -> frozenset[str]:
+def _irrelevant(row: dict) -> frozenset[str]:
     """MoD-DPO's invariance view: corrupt the modality the prompt is *not* about (Eq. 6, Supp. A.4)."""
-    return {"visual": frozenset({AUDIO}), "audio": frozenset({VISUAL})}.get(modality, frozenset())
+    return {"visual": frozenset({AUDIO}), "audio": frozenset({VISUAL})}.get(row.get("modality"), frozenset())
 
 
-def _relevant(modality: str | None) -> frozenset[str]:
+def _relevant(row: dict) -> frozenset[str]:
     """MoD-DPO's sensitivity view: corrupt the modality the prompt is about; both for audiovisual (A.5)."""
     return {
         "visual": frozenset({VISUAL}),
         "audio": frozenset({AUDIO}),
         "audiovisual": frozenset({VISUAL, AUDIO}),
-    }.get(modality, frozenset())
+    }.get(row.get("modality"), frozenset())
+
+
+def _visual(row: dict) -> frozenset[str]:
+    return frozenset({VISUAL})
+
+
+def _audio(row: dict) -> frozenset[str]:
+    return frozenset({AUDIO})
+
+
+def _visual_unless_given(row: dict) -> frozenset[str]:
+    """MFPO's m': perturb the image on the fly only where the row brings no perturbed file."""
+    return frozenset() if row.get("has_contrast") else frozenset({VISUAL})
 
 
 INVARIANCE = TensorView("inv", _irrelevant)
 SENSITIVITY = TensorView("sens", _relevant)
-VISUAL_CORRUPTED = TensorView("vcorrupt", lambda _m: frozenset({VISUAL}))
-AUDIO_CORRUPTED = TensorView("acorrupt", lambda _m: frozenset({AUDIO}))
+VISUAL_CORRUPTED = TensorView("vcorrupt", _visual)  # OmniDPO v', mDPO's cropped image
+AUDIO_CORRUPTED = TensorView("acorrupt", _audio)  # OmniDPO a'
+PERTURBED = TensorView("perturbed", _visual_unless_given, base="contrast")  # MFPO m'
 
 TEXT_ONLY = TokenView("text", _no_media, strip_placeholders=True)
 CONTRAST = TokenView("contrast", _contrast_media)
 
 TOKEN_VIEWS = {view.name: view for view in (TEXT_ONLY, CONTRAST)}
-TENSOR_VIEWS = {view.name: view for view in (INVARIANCE, SENSITIVITY, VISUAL_CORRUPTED, AUDIO_CORRUPTED)}
+TENSOR_VIEWS = {view.name: view for view in (INVARIANCE, SENSITIVITY, VISUAL_CORRUPTED, AUDIO_CORRUPTED, PERTURBED)}
 
 
 # ---------------------------------------------------------------- passes and plans
@@ -113,11 +132,16 @@ class StagePlan:
     row_checks: tuple = ()  # groundpo.data.rows checks every row must pass
     homogeneous_batches: bool = False  # modality-homogeneous batches (groundpo.data.sampler)
     precompute_reference: bool = False  # reference passes on clean/token views computed once
+    # rows whose rejected side is the chosen response under the contrast media (ACPO's input pairs)
+    input_contrastive: Callable[[dict], bool] | None = None
+    curriculum: bool = False  # easy-to-hard thirds by the policy's token entropy on y_w (MFPO)
     plot_keys: tuple[str, ...] = ("loss", "rewards/accuracies")
 
     @property
     def token_views(self) -> tuple[TokenView, ...]:
-        return tuple(TOKEN_VIEWS[p.view] for p in self.passes if p.view in TOKEN_VIEWS)
+        names = {p.view for p in self.passes if p.view in TOKEN_VIEWS}
+        names |= {TENSOR_VIEWS[p.view].base for p in self.passes if p.view in TENSOR_VIEWS} & set(TOKEN_VIEWS)
+        return tuple(TOKEN_VIEWS[name] for name in sorted(names))
 
     @property
     def ordered_passes(self) -> tuple[Pass, ...]:

@@ -1,12 +1,15 @@
 """Collator for multi-view preference rows.
 
-The clean view is collated exactly as upstream's ``PairwiseDataCollatorWithPadding`` does (2B
-rows, chosen then rejected, each with its row's media; mrope position ids included). Each token
+The clean view is collated the way upstream's ``PairwiseDataCollatorWithPadding`` does it (2B
+rows, chosen then rejected, each with its row's media; mrope position ids included), through
+upstream's ``MultiModalDataCollatorForSeq2Seq``; the rejected row of an input-contrastive pair
+carries its own media. Each token
 view the stage needs is collated the same way into its own sub-batch, so text-only inputs get
 correct position ids. What the trainer needs besides the model inputs goes under one key,
 ``batch["groundpo"]``, which the trainer pops before any forward pass:
 
-- ``modality``, ``pair_type``, ``region``: per pair, as in the dataset;
+- ``modality`` (per pair) and ``rows`` (per pair: modality, pair_type, region as a relative box,
+  has_contrast);
 - ``row_id``: the row's index in the training set (for precomputed reference log-probs);
 - ``counts``: images / videos / audios owned by each of the 2B collated rows, so corruptions
   find each row's media and leave upstream's dummy media alone;
@@ -23,18 +26,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from llamafactory.data import PairwiseDataCollatorWithPadding
+from llamafactory.data import MultiModalDataCollatorForSeq2Seq
 
-PAIR_KEYS = (
-    "chosen_input_ids",
-    "chosen_attention_mask",
-    "chosen_labels",
-    "rejected_input_ids",
-    "rejected_attention_mask",
-    "rejected_labels",
-)
 MEDIA = ("images", "videos", "audios")
 INFO_KEY = "groundpo"
+ROW_INFO = ("modality", "pair_type", "region", "has_contrast")  # per-pair metadata views and losses read
 # model inputs that carry media (Qwen2.5-Omni / Qwen2-VL style collators)
 MEDIA_INPUTS = (
     "pixel_values",
@@ -48,22 +44,37 @@ MEDIA_INPUTS = (
 )
 
 
+def _media(feature: dict[str, Any], prefix: str, kind: str, side: str) -> list:
+    """A collated row's media: the rejected side may bring its own (input-contrastive pairs)."""
+    own = feature.get(f"{prefix}rejected_{kind}") if side == "rejected" else None
+    return own if own is not None else (feature.get(f"{prefix}{kind}") or [])
+
+
 def media_counts(features: list[dict[str, Any]], prefix: str = "") -> dict[str, list[int]]:
-    """Items of each media kind per collated row (chosen rows, then the same counts for rejected)."""
-    per_pair = {kind: [len(f.get(f"{prefix}{kind}") or []) for f in features] for kind in MEDIA}
-    return {kind: counts + counts for kind, counts in per_pair.items()}
+    """Items of each media kind per collated row: the B chosen rows, then the B rejected rows."""
+    return {
+        kind: [len(_media(f, prefix, kind, side)) for side in ("chosen", "rejected") for f in features]
+        for kind in MEDIA
+    }
 
 
 @dataclass
-class ViewPairwiseDataCollator(PairwiseDataCollatorWithPadding):
+class ViewPairwiseDataCollator(MultiModalDataCollatorForSeq2Seq):
     token_views: tuple[str, ...] = ()
 
     def _collate_pairs(self, features: list[dict[str, Any]], prefix: str) -> dict[str, Any]:
-        pairs = [
-            {**{key: f[f"{prefix}{key}"] for key in PAIR_KEYS}, **{kind: f.get(f"{prefix}{kind}") for kind in MEDIA}}
+        """2B rows, chosen then rejected (as upstream's pairwise collator), each with its own media."""
+        rows = [
+            {
+                "input_ids": f[f"{prefix}{side}_input_ids"],
+                "attention_mask": f[f"{prefix}{side}_attention_mask"],
+                "labels": f[f"{prefix}{side}_labels"],
+                **{kind: _media(f, prefix, kind, side) for kind in MEDIA},
+            }
+            for side in ("chosen", "rejected")
             for f in features
         ]
-        batch = super().__call__(pairs)
+        batch = super().__call__(rows)
         if prefix and not any(f.get(f"{prefix}{kind}") for f in features for kind in MEDIA):
             self._strip_dummy_media(batch)
         return batch
@@ -77,8 +88,7 @@ class ViewPairwiseDataCollator(PairwiseDataCollatorWithPadding):
         batch = self._collate_pairs(features, "")
         batch[INFO_KEY] = {
             "modality": [f.get("modality") for f in features],
-            "pair_type": [f.get("pair_type") for f in features],
-            "region": [f.get("region") for f in features],
+            "rows": [{key: f.get(key) for key in ROW_INFO} for f in features],
             "row_id": torch.tensor([int(f.get("row_id", -1)) for f in features], dtype=torch.long),
             "counts": media_counts(features),
             "views": {name: self._collate_pairs(features, f"{name}_") for name in self.token_views},

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from typing import Callable, Iterator
 
 from ..views import TokenView
 from .rows import RowCheck
@@ -17,6 +17,7 @@ class DataPlan:
     stage: str
     token_views: tuple[TokenView, ...] = ()
     row_checks: tuple[RowCheck, ...] = ()
+    input_contrastive: Callable[[dict], bool] | None = None  # see groundpo.views.StagePlan
 
 
 @contextmanager

@@ -59,6 +59,52 @@ def check_modality(row: Row) -> None:
         )
 
 
+def _has_visual(row: Row) -> bool:
+    return bool(row.get("images") or row.get("videos"))
+
+
+def check_audiovisual_media(row: Row) -> None:
+    """OmniDPO corrupts the visual and the audio input of every row: both must be there."""
+    if not _has_visual(row):
+        raise row.error("videos", "OmniDPO corrupts the visual input; the row has no image or video")
+    if not row.get("audios"):
+        raise row.error("audios", "OmniDPO corrupts the audio input; the row has no audio")
+
+
+def check_visual_media(row: Row) -> None:
+    if not _has_visual(row):
+        raise row.error("images", "this stage corrupts the image; the row has no image or video")
+
+
+def check_contrast_image(row: Row) -> None:
+    """JoMPO's m_l: one contrasting image per image of the row."""
+    images, contrast = row.get("images") or [], row.get("rejected_images") or []
+    if not images:
+        raise row.error("images", "JoMPO needs the image m_w that matches the chosen answer")
+    if len(contrast) != len(images):
+        raise row.error(
+            "rejected_images",
+            f"JoMPO needs the contrasting image m_l of the rejected answer, one per image; found {len(contrast)} "
+            f"for {len(images)} image(s)",
+        )
+
+
+PAIR_TYPES = ("output", "input")
+
+
+def check_pair_type(row: Row) -> None:
+    """ACPO: ``pair_type`` is output (audio attribution) or input (audio sensitivity, needs contrast audio)."""
+    value = row.get("pair_type")
+    if value not in PAIR_TYPES:
+        raise row.error("pair_type", f"{'missing' if value is None else f'unknown value {value!r}'}; expected output or input")
+    if value == "input" and not (row.get("rejected_audios") or row.get("rejected_videos") or row.get("rejected_images")):
+        raise row.error(
+            "rejected_audios",
+            "an input-contrastive pair compares the response under the aligned and a mismatched input; "
+            "give the mismatched audio track in rejected_audios",
+        )
+
+
 def check_media_files(row: Row) -> list[str]:
     """Paths of this row's media files that do not exist (URLs and in-memory media are skipped)."""
     missing = []

@@ -1,4 +1,6 @@
-"""Modality-homogeneous batches that alternate visual and audio prompts (MoD-DPO, Sec. 4).
+"""Samplers: modality-homogeneous alternating batches (MoD-DPO) and easy-to-hard thirds (MFPO).
+
+Modality-homogeneous batches that alternate visual and audio prompts (MoD-DPO, Sec. 4):
 
 The sampler orders row indices in *steps*: blocks of ``per_device_batch_size × world_size`` rows of
 one modality. Upstream's trainer cuts the order into per-device batches and accelerate hands the
@@ -67,3 +69,32 @@ class ModalityBatchSampler(Sampler[int]):
 
     def __len__(self) -> int:
         return sum(-(-len(v) // self.block) * self.block for v in self.groups.values())
+
+
+class CurriculumSampler(Sampler[int]):
+    """MFPO's easy-to-hard schedule: rows sorted by difficulty, cut into thirds, trained in order.
+
+    Each epoch visits the easiest third, then the middle, then the hardest; rows are shuffled
+    (seeded per epoch) inside their third.
+    """
+
+    def __init__(self, difficulty: Sequence[float], seed: int = 0, shuffle: bool = True, parts: int = 3) -> None:
+        order = sorted(range(len(difficulty)), key=lambda i: (difficulty[i], i))
+        bounds = [round(k * len(order) / parts) for k in range(parts + 1)]
+        self.thirds = [order[bounds[k] : bounds[k + 1]] for k in range(parts)]
+        self.seed = seed
+        self.shuffle = shuffle
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        gen = torch.Generator().manual_seed(self.seed + self.epoch)
+        for part in self.thirds:
+            if self.shuffle:
+                part = [part[i] for i in torch.randperm(len(part), generator=gen).tolist()]
+            yield from part
+
+    def __len__(self) -> int:
+        return sum(len(part) for part in self.thirds)

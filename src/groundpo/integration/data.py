@@ -61,7 +61,7 @@ def patch_loader(loader: ModuleType) -> None:
             return get_processor(data_args, stage, template, tokenizer, processor, do_generate)
         return ViewPairwiseDatasetProcessor(
             template=template, tokenizer=tokenizer, processor=processor, data_args=data_args,
-            token_views=plan.token_views,
+            token_views=plan.token_views, input_contrastive=plan.input_contrastive,
         )
 
     _align_dataset.__wrapped__ = align_dataset

@@ -5,7 +5,8 @@ holds ``FinetuningArguments``. We wrap ``_parse_train_args`` so that, on each ca
 
 1. ``GroundpoFinetuningArguments`` (upstream's class plus our keys, ``groundpo.hparams``) stands
    in ``_TRAIN_ARGS`` in place of upstream's class, so our YAML keys parse and our stages validate;
-2. a groundpo key given with a stage that does not take it is a clear error.
+2. a groundpo key given with a stage that does not take it is a clear error;
+3. a stage's paper β (``StageSpec.default_beta``) fills ``pref_beta`` when the config omits it.
 
 Upstream stages parse exactly as before: our keys keep their defaults and are rejected if given.
 """
@@ -61,6 +62,17 @@ def check_stage_keys(args: dict[str, Any] | list[str] | None) -> None:
         )
 
 
+def with_stage_defaults(args: dict[str, Any] | list[str] | None) -> dict[str, Any] | list[str] | None:
+    """``args`` with the stage's paper β as ``pref_beta`` when not given."""
+    from groundpo.registry import get_stage, is_registered
+
+    stage = given_stage(args)
+    if not is_registered(stage) or get_stage(stage).default_beta is None or "pref_beta" in given_keys(args):
+        return args
+    beta = get_stage(stage).default_beta
+    return {**args, "pref_beta": beta} if isinstance(args, dict) else [*args, "--pref_beta", str(beta)]
+
+
 def _owners(keys: list[str]) -> str:
     from groundpo.registry import stages
 
@@ -87,7 +99,7 @@ def patch(parser: ModuleType) -> None:
         args = parser.read_args(args)
         train_args[index] = GroundpoFinetuningArguments
         check_stage_keys(args)
-        return parse_train_args(args)
+        return parse_train_args(with_stage_defaults(args))
 
     _parse_train_args.__wrapped__ = parse_train_args
     _parse_train_args.__doc__ = parse_train_args.__doc__

@@ -10,6 +10,7 @@ stage's plan and objective.
 
 from __future__ import annotations
 
+import os
 from typing import TYPE_CHECKING, Optional
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
@@ -27,6 +28,9 @@ if TYPE_CHECKING:
     from transformers import Seq2SeqTrainingArguments, TrainerCallback
 
     from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
+
+
+CURRICULUM_FILE = "curriculum_scores.json"
 
 
 def _with_row_ids(dataset):
@@ -49,7 +53,9 @@ def build_trainer(
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]
     template = get_template_and_fix_tokenizer(tokenizer, data_args)
-    data_plan = DataPlan(spec.name, token_views=plan.token_views, row_checks=plan.row_checks)
+    data_plan = DataPlan(
+        spec.name, token_views=plan.token_views, row_checks=plan.row_checks, input_contrastive=plan.input_contrastive
+    )
     with preference_data(data_plan):
         dataset_module = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
     if "train_dataset" in dataset_module:
@@ -105,6 +111,8 @@ def run_preference(
     if training_args.do_train:
         if plan.precompute_reference:
             trainer.precompute_reference()
+        if plan.curriculum:  # cached next to the output: a resumed run reuses the scores
+            trainer.score_difficulty(os.path.join(training_args.output_dir, CURRICULUM_FILE))
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)
