@@ -4,9 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# 1. Debian packages: FFmpeg's shared libraries (torchaudio >= 2.9 decodes audio through torchcodec).
+# 1. Debian packages: FFmpeg's shared libraries (torchaudio >= 2.9 decodes audio through torchcodec);
+#    Chromium, the browser tests/test_webui_browser.py drives through Playwright (never `playwright install`).
 missing=()
 command -v ffmpeg >/dev/null 2>&1 || missing+=(ffmpeg)
+[ -x /usr/bin/chromium ] || missing+=(chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   SUDO=""
   [ "$(id -u)" -ne 0 ] && SUDO="sudo"

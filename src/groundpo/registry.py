@@ -44,7 +44,6 @@ class StageSpec:
     arguments: tuple[type, ...] = ()  # dataclasses from groundpo.hparams: the stage's own YAML keys
     plan: Callable[[Any], Any] | None = None  # finetuning_args -> groundpo.views.StagePlan
     inputs: Callable[..., dict] | None = None  # (log-prob table, batch info, finetuning_args) -> loss kwargs
-    controls: tuple[Control, ...] = ()
     uses_reference: bool = True
     pairwise: bool = True  # takes ranking (chosen/rejected) datasets
     default_beta: float | None = None  # the paper's β, used when a config does not set `pref_beta`
@@ -53,6 +52,17 @@ class StageSpec:
     def keys(self) -> frozenset[str]:
         """The YAML keys of groundpo that this stage accepts."""
         return frozenset(f.name for cls in self.arguments for f in fields(cls))
+
+    @property
+    def controls(self) -> tuple[Control, ...]:
+        """LlamaBoard's controls for this stage, derived from its keys (``groundpo.webui.controls``).
+
+        Controls are defined per YAML key in one place; a stage shows β (``pref_beta``) and one
+        control per key of its argument dataclasses.
+        """
+        from .webui.controls import controls_for
+
+        return controls_for(self)
 
     def load_workflow(self) -> Callable[..., Any]:
         return _load(self.workflow)

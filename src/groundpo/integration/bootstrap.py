@@ -22,6 +22,12 @@ PATCHES: dict[str, str] = {
     "llamafactory.data.parser": "groundpo.integration.data:patch_dataset_attr",
     "llamafactory.data.loader": "groundpo.integration.data:patch_loader",
     "llamafactory.train.callbacks": "groundpo.integration.callbacks:patch",
+    # LlamaBoard (llamafactory-cli webui): our stages and their controls
+    "llamafactory.webui.common": "groundpo.integration.webui:patch_common",
+    "llamafactory.webui.control": "groundpo.integration.webui:patch_control",
+    "llamafactory.webui.runner": "groundpo.integration.webui:patch_runner",
+    "llamafactory.webui.engine": "groundpo.integration.webui:patch_engine",
+    "llamafactory.webui.components.train": "groundpo.integration.webui:patch_train_tab",
 }
 
 _applied: set[str] = set()
