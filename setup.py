@@ -93,8 +93,6 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    include_package_data=True,
-    package_data={"groundpo": ["webui/locales/*.json"]},
     cmdclass={"build_py": BuildPyWithOverlay, "editable_wheel": EditableWheelWithOverlay},
     install_requires=CORE,
     extras_require=EXTRAS,

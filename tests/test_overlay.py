@@ -16,7 +16,7 @@ from groundpo.registry import StageSpec, register_stage, unregister_stage
 PROBE = """
 import json, sys
 import llamafactory.train.tuner as tuner
-import llamafactory.data.loader, llamafactory.train.callbacks
+import llamafactory.data.loader, llamafactory.train.callbacks, llamafactory.webui.interface
 from groundpo.integration import bootstrap
 print(json.dumps({"applied": sorted(bootstrap.applied()), "run_dpo": tuner.run_dpo.__qualname__}))
 """

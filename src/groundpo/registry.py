@@ -39,7 +39,7 @@ class StageSpec:
     name: str
     label: dict[str, str]  # readable name per LlamaBoard language; "en" is required
     paper: str  # where the objective comes from
-    workflow: str  # "module:function" with upstream's run_* signature
+    workflow: str = "groundpo.train.workflow:run_preference"  # "module:function", upstream's run_* signature
     objective: str | None = None  # "module:function" of the pure loss
     arguments: tuple[type, ...] = ()  # dataclasses from groundpo.hparams: the stage's own YAML keys
     plan: Callable[[Any], Any] | None = None  # finetuning_args -> groundpo.views.StagePlan

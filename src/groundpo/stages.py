@@ -16,6 +16,11 @@ from .data.rows import check_audiovisual_media, check_contrast_image, check_moda
 from .registry import StageSpec, register_stage
 from .views import AUDIO, CLEAN, POLICY, REFERENCE, VISUAL, Pass, StagePlan
 
+def _label(name: str) -> dict[str, str]:
+    """A method's name, the same in every LlamaBoard language."""
+    return dict.fromkeys(("en", "ru", "zh", "ko", "ja"), name)
+
+
 POLICY_CLEAN = Pass(CLEAN, POLICY, grad=True)
 REFERENCE_CLEAN = Pass(CLEAN, REFERENCE)
 
@@ -86,9 +91,8 @@ def mod_dpo_inputs(table, info, args) -> dict:
 register_stage(
     StageSpec(
         name="mod_dpo",
-        label={"en": "MoD-DPO", "ru": "MoD-DPO", "zh": "MoD-DPO", "ko": "MoD-DPO", "ja": "MoD-DPO"},
+        label=_label("MoD-DPO"),
         paper="MoD-DPO (arXiv 2603.03192), Eq. 5-12 and Supp. A",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.mod_dpo:mod_dpo_loss",
         arguments=(hparams.ModDPOArguments,),
         plan=mod_dpo_plan,
@@ -107,7 +111,6 @@ register_stage(
             "ja": "DPO（groundpo エンジン）",
         },
         paper="Rafailov et al. 2023 (sigmoid DPO), the baseline of every seed paper",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.dpo:dpo_loss",
         plan=dpo_plan,
         inputs=dpo_inputs,
@@ -224,16 +227,11 @@ def acpo_inputs(table, info, args) -> dict:
     )
 
 
-def _label(en: str, ru: str, zh: str, ko: str, ja: str) -> dict[str, str]:
-    return {"en": en, "ru": ru, "zh": zh, "ko": ko, "ja": ja}
-
-
 for _spec in (
     StageSpec(
         name="omni_dpo",
-        label=_label("OmniDPO", "OmniDPO", "OmniDPO", "OmniDPO", "OmniDPO"),
+        label=_label("OmniDPO"),
         paper="OmniDPO (arXiv 2509.00723), as the baseline of MoD-DPO",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.omni_dpo:omni_dpo_loss",
         arguments=(hparams.OmniDPOArguments,),
         plan=omni_dpo_plan,
@@ -241,9 +239,8 @@ for _spec in (
     ),
     StageSpec(
         name="mdpo",
-        label=_label("mDPO", "mDPO", "mDPO", "mDPO", "mDPO"),
+        label=_label("mDPO"),
         paper="mDPO (Wang et al. 2024, luka-group/mDPO)",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.mdpo:mdpo_loss",
         arguments=(hparams.MDPOArguments,),
         plan=mdpo_plan,
@@ -251,9 +248,8 @@ for _spec in (
     ),
     StageSpec(
         name="jompo",
-        label=_label("JoMPO", "JoMPO", "JoMPO", "JoMPO", "JoMPO"),
+        label=_label("JoMPO"),
         paper="JoMPO (seed 001), Eq. 5-8",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.jompo:jompo_loss",
         plan=jompo_plan,
         inputs=jompo_inputs,
@@ -261,9 +257,8 @@ for _spec in (
     ),
     StageSpec(
         name="mfpo",
-        label=_label("MFPO", "MFPO", "MFPO", "MFPO", "MFPO"),
+        label=_label("MFPO"),
         paper="MFPO (seed 004), Eq. 5-7",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.mfpo:mfpo_loss",
         arguments=(hparams.MFPOArguments,),
         plan=mfpo_plan,
@@ -271,9 +266,8 @@ for _spec in (
     ),
     StageSpec(
         name="acpo",
-        label=_label("ACPO", "ACPO", "ACPO", "ACPO", "ACPO"),
+        label=_label("ACPO"),
         paper="ACPO (seed 002, abstract level)",
-        workflow="groundpo.train.workflow:run_preference",
         objective="groundpo.losses.acpo:acpo_loss",
         arguments=(hparams.ACPOArguments,),
         plan=acpo_plan,
