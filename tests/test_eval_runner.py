@@ -132,7 +132,8 @@ def test_read_dailyomni_mvbench_mmau(bench):
     ]
     assert d[0].options == ["A red circle", "A blue square", "A green triangle", "A yellow circle"]
     assert d[0].audios[0].endswith("vidA_audio.wav") and d[2].audios == d[2].videos
-    assert d[0].groups == {"duration": "30s"}
+    clip_group = {"duration": "30s"}  # the folder's length group, not a timing
+    assert d[0].groups == clip_group
 
     m = read_benchmark("mvbench", bench["mvbench"])
     by_id = {it.id: it for it in m}
