@@ -72,6 +72,7 @@ CORE = [
     "pyyaml",
     "numpy",
     "tqdm",
+    "openai>=1.50",  # model endpoints (data building, judges): any OpenAI-compatible server
 ]
 
 EXTRAS = {
@@ -99,7 +100,7 @@ setup(
     entry_points={
         "console_scripts": [
             "groundpo-eval=groundpo.eval.cli:main",
-            "groundpo-datagen=groundpo.datagen.cli:main",
+            "groundpo-data=groundpo.datagen.cli:main",
         ]
     },
 )

@@ -75,7 +75,16 @@ class TinyOmniSpec:
     seed: int = 0
 
 
-def _train_tokenizer(spec: TinyOmniSpec):
+def train_tokenizer(
+    vocab_size: int,
+    special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
+    processor_tokens: dict[str, str] = PROCESSOR_TOKEN_ATTRS,
+):
+    """A byte-level BPE trained offline on the fixed corpus, with a ChatML chat template.
+
+    ``special_tokens`` come first (in id order); ``processor_tokens`` are the tokenizer attributes
+    the model's processor reads (``image_token`` ...). Shared by every tiny builder.
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -83,8 +92,8 @@ def _train_tokenizer(spec: TinyOmniSpec):
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=spec.vocab_size - 8,  # room so that the embedding is a multiple of 8
-        special_tokens=list(SPECIAL_TOKENS),
+        vocab_size=vocab_size - 8,  # room so that the embedding is a multiple of 8
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
@@ -94,7 +103,7 @@ def _train_tokenizer(spec: TinyOmniSpec):
         tokenizer_object=tok,
         eos_token="<|im_end|>",
         pad_token="<|endoftext|>",
-        extra_special_tokens=dict(PROCESSOR_TOKEN_ATTRS),
+        extra_special_tokens=dict(processor_tokens),
         model_max_length=4096,
         padding_side="right",
         clean_up_tokenization_spaces=False,
@@ -124,7 +133,7 @@ def build_tiny_omni(out_dir: str | os.PathLike, spec: TinyOmniSpec = TinyOmniSpe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = _train_tokenizer(spec)
+    tokenizer = train_tokenizer(spec.vocab_size)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab_size = -(-len(tokenizer) // 8) * 8
 
@@ -184,15 +193,7 @@ def build_tiny_omni(out_dir: str | os.PathLike, spec: TinyOmniSpec = TinyOmniSpe
 
     torch.manual_seed(spec.seed)
     model = Qwen2_5OmniForConditionalGeneration(config)
-    with torch.no_grad():  # re-draw every weight from one seeded stream, in parameter order
-        gen = torch.Generator().manual_seed(spec.seed)
-        for name, param in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_q.weight") or ".norm" in name and name.endswith("weight"):
-                param.fill_(1.0)
-            elif name.endswith("bias"):
-                param.zero_()
-            else:
-                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+    seeded_init(model, spec.seed)
     model.save_pretrained(out)
     torch.save({"Chelsie": {"cond": torch.zeros(4), "ref_mel": torch.zeros(2, 4)}}, out / "spk_dict.pt")
 
@@ -216,11 +217,26 @@ def build_tiny_omni(out_dir: str | os.PathLike, spec: TinyOmniSpec = TinyOmniSpe
     )
     processor.save_pretrained(out)
     tokenizer.save_pretrained(out)
-    _canonicalise_json(out)
+    canonicalise_json(out)
     return out
 
 
-def _canonicalise_json(folder: Path) -> None:
+def seeded_init(model, seed: int) -> None:
+    """Re-draw every weight from one seeded stream, in parameter order (norms 1, biases 0)."""
+    import torch
+
+    with torch.no_grad():
+        gen = torch.Generator().manual_seed(seed)
+        for name, param in model.named_parameters():
+            if name.endswith("norm.weight") or name.endswith("ln_q.weight") or ".norm" in name and name.endswith("weight"):
+                param.fill_(1.0)
+            elif name.endswith("bias"):
+                param.zero_()
+            else:
+                param.copy_(torch.randn(param.shape, generator=gen) * 0.02)
+
+
+def canonicalise_json(folder: Path) -> None:
     """Rewrite every JSON file with sorted keys so two builds give identical bytes."""
     for path in sorted(folder.glob("*.json")):
         data = json.loads(path.read_text(encoding="utf-8"))
