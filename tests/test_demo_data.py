@@ -57,6 +57,18 @@ def test_regenerating_reproduces_committed_demo_byte_for_byte(tmp_path):
     assert different == []
 
 
+def test_video_bytes_do_not_depend_on_the_cpus_simd_extensions(tmp_path, monkeypatch):
+    """Another CPU model must write the committed mp4s again: x264 without any SIMD (plain C, as on the
+    most basic x86-64 CPU) gives the same bytes as x264 with every extension this CPU has."""
+    if media.video_codec_name() != "libx264":
+        pytest.fail("this PyAV build has no libx264; the committed demo videos are H.264")
+    kwargs = {"shape": "circle", "colour": "red", "direction": "left_to_right", "seconds": 2.0, "fps": 8, "size": 56}
+    native = media.write_shape_video(tmp_path / "native.mp4", **kwargs).read_bytes()
+    monkeypatch.setattr(media, "X264_PARAMS", media.X264_PARAMS + ":asm=0")
+    plain_c = media.write_shape_video(tmp_path / "plain_c.mp4", **kwargs).read_bytes()
+    assert plain_c == native
+
+
 def test_committed_dataset_info_registers_demo_entries():
     info = json.loads((DATA / "dataset_info.json").read_text(encoding="utf-8"))
     for name, entry in dd.demo_dataset_info().items():

@@ -10,7 +10,9 @@ How the bytes stay reproducible:
 
 * frames are drawn with integer numpy masks and converted to YUV 4:2:0 here, in integer
   arithmetic, so no pixel-format converter with CPU-specific code paths is involved;
-* the encoder runs on one thread with the ``bitexact`` codec flag, and the mp4 muxer gets
+* the encoder runs on one thread with the ``bitexact`` codec flag and, for H.264, x264's
+  ``cpu-independent`` mode (without it, libx264 picks algorithms by the CPU's SIMD extensions and
+  another CPU model writes other bytes); the mp4 muxer gets
   ``fflags=+bitexact`` (no library version string) and no creation time;
 * PNGs carry no text chunks or timestamps; wav noise comes from a seeded PCG64 generator.
 
@@ -35,6 +37,10 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle")
 DIRECTIONS: tuple[str, ...] = ("left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top")
 SOUND_KINDS: tuple[str, ...] = ("low_hum", "high_beeps", "noise_bursts", "rising_tone", "falling_tone", "silence")
+
+# x264's canonical algorithms instead of those it picks by the CPU's SIMD extensions: another CPU model
+# writes the same bytes (tests/test_demo_data.py encodes with SIMD off and on and compares).
+X264_PARAMS = "cpu-independent=1"
 
 # The shape's half-extent as a fraction of the frame side (a 56-pixel frame gives a 9-pixel radius).
 _SHAPE_SCALE = 0.16
@@ -177,7 +183,7 @@ def write_shape_video(
         ctx.flags |= av.codec.context.Flags.bitexact
         ctx.gop_size = n_frames
         if codec == "libx264":
-            ctx.options = {"crf": "18", "preset": "medium", "threads": "1"}
+            ctx.options = {"crf": "18", "preset": "medium", "threads": "1", "x264-params": X264_PARAMS}
         else:
             ctx.options = {"qscale": "3"}
         for i, centre in enumerate(_path_centres(direction, size, n_frames)):
