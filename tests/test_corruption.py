@@ -49,9 +49,10 @@ def test_each_corruption_keeps_shape_and_dtype(kind):
 
 
 def _qwen_batch(pairs: int = 2, frames: int = 9):
-    """A pairwise batch of 2·pairs rows, each row one video (4 patches) and one audio (chosen = rejected media)."""
+    """A pairwise batch of 2·pairs rows, each row one video (4 patches of 3 channels × 2 frames × 1×1 pixels)
+    and one audio (chosen = rejected media)."""
     g = torch.Generator().manual_seed(1)
-    video = torch.randn(pairs * 4, 12, generator=g)
+    video = torch.randn(pairs * 4, 6, generator=g)
     audio = torch.randn(pairs, 8, 12, generator=g)
     mask = torch.zeros(pairs, 12, dtype=torch.long)
     for i in range(pairs):
@@ -110,7 +111,7 @@ def test_chosen_and_rejected_copies_get_identical_noise_and_seeds_are_reproducib
 
 def test_dummy_media_is_never_corrupted():
     batch = _qwen_batch()
-    batch["pixel_values"] = torch.randn(4, 12)  # the dummy image upstream inserts into video-only batches
+    batch["pixel_values"] = torch.randn(4, 6)  # the dummy image upstream inserts into video-only batches
     batch["image_grid_thw"] = torch.tensor([[1, 2, 2]])
     out = corrupt_batch(batch, _counts(2, images=0), [BOTH, BOTH], SPECS, seed=0)
     assert torch.equal(out["pixel_values"], batch["pixel_values"])

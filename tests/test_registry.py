@@ -105,7 +105,8 @@ def test_upstream_stage_parses_exactly_as_before(tmp_path):
         ({"mod_tau": "both"}, "mod_tau"),
         ({"mod_corruption": "blur"}, "mod_corruption"),
         ({"mod_corruption_audio": "blur"}, "mod_corruption_audio"),
-        ({"mod_diffusion_steps": 0}, "mod_diffusion_steps"),
+        ({"mod_diffusion_steps": 1000}, "mod_diffusion_steps"),  # t indexes 0..999
+        ({"mod_diffusion_steps": -1}, "mod_diffusion_steps"),
         ({"mod_beta_sens": -0.1}, "mod_beta_sens"),
         ({"pref_loss": "ipo"}, "pref_loss"),
     ],

@@ -112,18 +112,23 @@ def test_mdpo_crop_is_shared_by_policy_and_reference(tiny_omni, tmp_path):
     finally:
         for hook in hooks:
             hook.remove()
-    # order: reference clean, policy vcorrupt / reference vcorrupt (no-grad first), then the grad passes
-    crops = [k["pixel_values_videos"] for k in seen["policy"] + seen["ref"] if not torch.equal(k["pixel_values_videos"], batch["pixel_values_videos"])]
-    assert len(crops) == 2 and torch.equal(crops[0], crops[1])  # one crop, used by policy and reference
-    assert crops[0].shape == batch["pixel_values_videos"].shape
-    for k in seen["policy"] + seen["ref"]:
-        assert torch.equal(k["input_features"], batch["input_features"])  # audio untouched
+    clean = batch["pixel_values_videos"]
+    # reference: clean (2B rows), then v' on the B chosen rows; policy: ONE forward of clean + v' rows
+    assert [k["input_ids"].shape[0] for k in seen["ref"]] == [4, 2] and len(seen["policy"]) == 1
+    crop = seen["ref"][1]["pixel_values_videos"]
+    assert crop.shape[0] == clean.shape[0] // 2  # the chosen rows' videos only
+    assert not torch.equal(crop, clean[: crop.shape[0]])  # cropped
+    joined = seen["policy"][0]["pixel_values_videos"]
+    assert torch.equal(joined[: clean.shape[0]], clean) and torch.equal(joined[clean.shape[0] :], crop)  # one crop
+    for k in seen["policy"] + seen["ref"]:  # audio untouched
+        n = k["input_features"].shape[0]
+        assert torch.equal(k["input_features"], torch.cat([batch["input_features"]] * 2)[:n])
 
 
 def test_mfpo_curriculum_orders_rows_by_entropy_and_reuses_its_cache(tiny_omni, tmp_path):
     trainer = _trainer(tiny_omni, tmp_path, "mfpo")
     cache = tmp_path / "out" / "curriculum_scores.json"
-    scores = trainer.score_difficulty(str(cache))
+    scores = trainer.score_difficulty()
     assert len(scores) == 16 and cache.exists()
     assert len(set(scores)) > 1
 
@@ -138,12 +143,12 @@ def test_mfpo_curriculum_orders_rows_by_entropy_and_reuses_its_cache(tiny_omni, 
     # a resumed run (same output dir, same data) reads the cache and runs no forward pass
     resumed = _trainer(tiny_omni, tmp_path, "mfpo")
     resumed.model.forward = lambda *a, **k: (_ for _ in ()).throw(AssertionError("recomputed"))
-    assert resumed.score_difficulty(str(cache)) == scores
+    assert resumed.score_difficulty() == scores
     stale = json.loads(cache.read_text())
     stale["fingerprint"] = "other-data"
     cache.write_text(json.dumps(stale))
     with pytest.raises(AssertionError, match="recomputed"):  # other data: the cache is not trusted
-        resumed.score_difficulty(str(cache))
+        resumed.score_difficulty()
 
 
 def test_curriculum_sampler_thirds():

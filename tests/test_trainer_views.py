@@ -57,10 +57,12 @@ def test_inv_and_sens_corrupt_the_right_modality(trainer, batches, modality, inv
     info = batch.pop(INFO_KEY)
     media = {"pixel_values_videos", "input_features"}
     for view, expected in (("inv", inv_changes), ("sens", sens_changes)):
-        out = trainer.view_batch(batch, info, view, seed=1)
         if expected is None:  # Supp. A.5: no invariance view for audiovisual prompts
-            assert out is None
+            assert not trainer.tensor_view_needed(info, view)
             continue
+        assert trainer.tensor_view_needed(info, view)
+        out, counts = trainer.view_batch(batch, info, view, seed=1)
+        assert counts == info["counts"]
         assert {k: v.shape for k, v in out.items() if torch.is_tensor(v)} == {
             k: v.shape for k, v in batch.items() if torch.is_tensor(v)
         }
@@ -121,10 +123,10 @@ def test_precomputed_reference_gives_the_same_loss(tiny_omni, tmp_path):
     pre.precompute_reference()
     assert set(pre.reference_table) == {CLEAN, "text"}
     assert pre.reference_table[CLEAN].shape == (40, 2)
+    assert torch.isfinite(pre.reference_table[CLEAN]).all() and torch.isfinite(pre.reference_table["text"]).all()
     for batch in list(live.get_train_dataloader())[:3]:
         results = []
-        for trainer in (live, pre):
-            trainer._micro_step = 0  # same corruption noise in both
+        for trainer in (live, pre):  # the same step and seed: the same corruption noise in both
             with torch.no_grad():
                 loss, metrics = trainer.get_batch_loss_metrics(trainer.model, dict(batch))
             results.append((loss.item(), metrics))

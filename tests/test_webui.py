@@ -159,7 +159,7 @@ def test_mod_dpo_controls_come_from_its_keys_with_dataclass_defaults():
     for key in ("pref_beta", "mod_beta_inv", "mod_beta_sens", "mod_gamma_lpd"):
         assert (by_key[key].kind, by_key[key].minimum, by_key[key].maximum, by_key[key].step) == ("slider", 0, 1, 0.01)
     steps = by_key["mod_diffusion_steps"]
-    assert (steps.minimum, steps.maximum, steps.step) == (1, 1000, 1)
+    assert (steps.minimum, steps.maximum, steps.step) == (0, 999, 1)
     assert C.choices_of(by_key["mod_tau"], spec) == ("paper", "derived")
     assert C.choices_of(by_key["mod_corruption"], spec) == ("diffusion", "gaussian", "zeros", "shuffle")
     assert C.initial_value(by_key["pref_beta"], spec) == 0.1  # upstream's FinetuningArguments default
@@ -180,7 +180,7 @@ def test_accordion_shows_the_registry_controls(board):
             assert comp.value == expected, (spec.name, control.key)
             assert comp.elem_id == f"groundpo-{spec.name}-{control.key}"
     assert board.elem(our_id("mod_dpo", "mod_gamma_lpd")).value == ModDPOArguments.mod_gamma_lpd == 0.0
-    assert board.elem(our_id("mod_dpo", "mod_diffusion_steps")).maximum == 1000
+    assert board.elem(our_id("mod_dpo", "mod_diffusion_steps")).maximum == 999
     # below upstream's RLHF accordion, MoD-DPO first
     tab = board.elem("train.rlhf_tab").parent
     at = tab.children.index(board.elem("train.rlhf_tab"))

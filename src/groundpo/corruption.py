@@ -29,8 +29,16 @@ Families say where a modality's items live in a collated batch:
 
 Items are owned by rows through the per-row media counts the collator records; media that no row
 owns (the dummy image/audio upstream's collator inserts into batches without media) is never
-touched. Noise is seeded per (seed, row, item): the chosen and rejected copies of a row (rows r and
-r + B of a pairwise batch) get the same corruption, and a rerun gives the same tensors.
+touched. Noise is seeded per (seed, row, item), where the trainer derives ``seed`` from (training
+seed, global step, rank) and each row is named by its stable row id, not its place in the batch:
+the chosen and rejected copies of a row (rows r and r + B of a pairwise batch) get the same
+corruption, policy and reference passes see the same corrupted tensors, and a run resumed from a
+checkpoint draws exactly the noise the uninterrupted run drew.
+
+Visual noise is drawn per *distinct* frame: Qwen's processors store a still image as two identical
+temporal copies (``temporal_patch_size`` = 2), and both copies get the same noise, so the patch
+embedding sees diffusion noise of the intended strength (√(1−ᾱ) ≈ 0.505 at t = 500), not the
+≈ 0.36 that averaging two independent draws would leave.
 """
 
 from __future__ import annotations
@@ -216,8 +224,10 @@ def _qwen_items(batch: dict, counts: dict[str, list[int]], layout: PatchLayout) 
 
 def _minicpm_items(batch: dict, counts: dict[str, list[int]], layout: PatchLayout) -> Iterator[MediaItem]:
     if "pixel_values" in batch:
+        # MiniCPM-V's plugin puts images *and* video frames into ``pixel_values`` (one list per row)
+        visual = [i + v for i, v in zip(counts["images"], counts["videos"])]
         for row, slices in enumerate(batch["pixel_values"]):
-            if row >= len(counts["images"]) or counts["images"][row] == 0:
+            if row >= len(visual) or visual[row] == 0:
                 continue
             for k in range(len(slices)):
                 yield MediaItem(
@@ -321,6 +331,24 @@ def _copy_media(batch: dict) -> dict:
     return out
 
 
+# element corruptions that draw noise per value: on visual items they run on frames, per distinct frame
+FRAME_NOISE = ("diffusion", "gaussian")
+
+
+def per_distinct_frame(frames: torch.Tensor, corrupt: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """``corrupt`` applied once to each run of identical consecutive frames [N, C, H, W], copied to the run.
+
+    A still image stored as identical temporal copies gets one draw of noise, as one image should.
+    """
+    starts = [0] + [i for i in range(1, frames.shape[0]) if not torch.equal(frames[i], frames[i - 1])]
+    if len(starts) == frames.shape[0]:
+        return corrupt(frames)
+    owner = torch.zeros(frames.shape[0], dtype=torch.long, device=frames.device)
+    for k, start in enumerate(starts):
+        owner[start:] = k
+    return corrupt(frames[starts])[owner]
+
+
 def corrupt_batch(
     batch: dict,
     counts: dict[str, list[int]],
@@ -330,15 +358,19 @@ def corrupt_batch(
     family: str | None = None,
     regions: list | None = None,
     layout: PatchLayout = PatchLayout(),
+    row_keys: list[int] | None = None,
 ) -> dict:
     """Return a copy of a collated batch with, for each row, the modalities in ``sides_per_row`` corrupted.
 
     ``counts`` holds the number of images, videos and audios each collated row owns (as recorded
     by ``groundpo.data.collator``). ``sides_per_row`` has one entry per *pair*: a pairwise batch of
-    2B rows uses entry r for rows r and r + B, and both get identical noise. ``regions`` (one per
-    pair, relative boxes or None) feed the spatial corruptions.
+    2B rows uses entry r for rows r and r + B, and both get identical noise (a batch of only the B
+    chosen rows works the same way). ``regions`` (one per pair, relative boxes or None) feed the
+    spatial corruptions. ``row_keys`` (one stable id per pair, default: the pair's position) seed
+    each pair's noise, so it does not depend on where the row sits in the batch.
     """
     n_pairs = len(sides_per_row)
+    keys = list(range(n_pairs)) if row_keys is None else [int(k) for k in row_keys]
     out = _copy_media(batch)
     for item in FAMILIES[family or detect_family(batch)](out, counts, layout):
         pair = item.row % n_pairs
@@ -346,16 +378,30 @@ def corrupt_batch(
             continue
         spec = specs[item.side]
         gen_device = item.read().device
-        gen = torch.Generator(device=gen_device).manual_seed(_item_seed(seed, pair, item.side, item.index))
+        gen = torch.Generator(device=gen_device).manual_seed(_item_seed(seed, keys[pair], item.side, item.index))
         if spec.kind in SPATIAL_CORRUPTIONS:
             if item.read_images is None:
                 raise ValueError(f"Corruption {spec.kind!r} needs images; {item.side} items of this model have none.")
             region = regions[pair] if regions is not None else None
-            item.write_images(SPATIAL_CORRUPTIONS[spec.kind](item.read_images(), gen, spec, region))
+            corrupted = per_distinct_frame(
+                item.read_images(), lambda x: SPATIAL_CORRUPTIONS[spec.kind](x, gen, spec, region)
+            )
+            item.write_images(corrupted)
+        elif spec.kind in FRAME_NOISE and item.read_images is not None:
+            item.write_images(per_distinct_frame(item.read_images(), lambda x: CORRUPTIONS[spec.kind](x, gen, spec)))
         else:
             item.write(CORRUPTIONS[spec.kind](item.read(), gen, spec))
     return out
 
 
-def _item_seed(seed: int, pair: int, side: str, index: int) -> int:
-    return (seed * 1_000_003 + pair * 10_007 + (0 if side == VISUAL else 5_003) + index * 101) % (2**63 - 1)
+def _item_seed(seed: int, row_key: int, side: str, index: int) -> int:
+    return mix_seed(seed, row_key, 0 if side == VISUAL else 1, index)
+
+
+def mix_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (SplitMix64-style mixing): distinct tuples give unrelated streams."""
+    state = 0x9E3779B97F4A7C15
+    for part in parts:
+        state = (state ^ (int(part) & 0xFFFFFFFFFFFFFFFF)) * 0xBF58476D1CE4E5B9 & 0xFFFFFFFFFFFFFFFF
+        state = (state ^ (state >> 31)) * 0x94D049BB133111EB & 0xFFFFFFFFFFFFFFFF
+    return state & 0x7FFFFFFFFFFFFFFF

@@ -18,6 +18,13 @@ from typing import Literal
 from llamafactory.hparams.finetuning_args import FinetuningArguments
 
 CORRUPTIONS = ("diffusion", "gaussian", "zeros", "shuffle")
+DIFFUSION_STEPS = 1000  # VCD's schedule: t indexes steps 0..999 (t = 500 is the papers' choice)
+# upstream `dpo` options that groundpo's objectives do not implement: giving one is an error, not a no-op
+UNSUPPORTED_UPSTREAM = {
+    "dpo_label_smoothing": (0.0, "cDPO label smoothing"),
+    "pref_bco_weight": (0.0, "the BCO term"),
+    "ld_alpha": (None, "LD-DPO's length desensitisation"),
+}
 
 
 def _check_choice(key: str, value, choices) -> None:
@@ -97,7 +104,17 @@ class ModDPOArguments:
         for key in ("mod_corruption_visual", "mod_corruption_audio"):
             if getattr(self, key) is not None:
                 _check_choice(key, getattr(self, key), CORRUPTIONS)
-        _check_range("mod_diffusion_steps", self.mod_diffusion_steps, 1, 1000)
+        _check_range("mod_diffusion_steps", self.mod_diffusion_steps, 0, DIFFUSION_STEPS - 1)
+        if getattr(self, "stage", None) == "mod_dpo":
+            from .losses.mod_dpo import mod_dpo_tau
+
+            tau = mod_dpo_tau(self.pref_beta, self.mod_beta_inv, self.mod_beta_sens, self.mod_tau)
+            if tau <= 0:
+                raise ValueError(
+                    f"`mod_tau: {self.mod_tau}` gives τ = β + β_inv − β_sens = {tau:.4g} ≤ 0 (β={self.pref_beta}, "
+                    f"β_inv={self.mod_beta_inv}, β_sens={self.mod_beta_sens}): the policy's log-ratio would enter the "
+                    "margin with a non-positive weight. Lower `mod_beta_sens` or use `mod_tau: paper`."
+                )
 
     def corruption_for(self, modality: str) -> str:
         """The corruption used for ``modality`` ('visual' or 'audio'), with the per-modality override."""
@@ -155,7 +172,7 @@ class MFPOArguments:
     def check_mfpo(self) -> None:
         for key in ("mfpo_weight_text", "mfpo_weight_image", "mfpo_weight_margin"):
             _check_range(key, getattr(self, key), 0.0)
-        _check_range("mfpo_diffusion_steps", self.mfpo_diffusion_steps, 1, 1000)
+        _check_range("mfpo_diffusion_steps", self.mfpo_diffusion_steps, 0, DIFFUSION_STEPS - 1)
 
 
 @dataclass
@@ -211,6 +228,12 @@ class GroundpoFinetuningArguments(
                     f"`pref_loss: {self.pref_loss}` is an upstream `dpo` option; stage {self.stage!r} "
                     "optimises its own objective. Remove `pref_loss`."
                 )
+            for key, (default, what) in UNSUPPORTED_UPSTREAM.items():
+                if getattr(self, key, default) != default:
+                    raise ValueError(
+                        f"`{key}` ({what}) is an upstream `dpo` option that stage {self.stage!r} does not implement; "
+                        f"remove it (it would be silently ignored)."
+                    )
             if self.use_mca:
                 raise ValueError(f"Stage {self.stage!r} does not support MCA (`USE_MCA`).")
             self.use_ref_model = spec.uses_reference

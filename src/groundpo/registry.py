@@ -64,6 +64,16 @@ class StageSpec:
 
         return controls_for(self)
 
+    @property
+    def metric_keys(self) -> tuple[str, ...]:
+        """The fixed keys this stage logs: the engine's and the ``METRICS`` its loss module declares."""
+        from .train.metrics import ENGINE_METRICS
+
+        declared = ()
+        if self.objective:
+            declared = getattr(importlib.import_module(self.objective.partition(":")[0]), "METRICS", ())
+        return tuple(dict.fromkeys(ENGINE_METRICS + tuple(declared)))
+
     def load_workflow(self) -> Callable[..., Any]:
         return _load(self.workflow)
 

@@ -12,6 +12,7 @@ import torch
 
 from . import hparams
 from .corruption import CorruptionSpec
+from .losses.mod_dpo import mod_dpo_tau
 from .data.rows import check_audiovisual_media, check_contrast_image, check_modality, check_pair_type, check_visual_media
 from .registry import StageSpec, register_stage
 from .views import AUDIO, CLEAN, POLICY, REFERENCE, VISUAL, Pass, StagePlan
@@ -60,11 +61,26 @@ def mod_dpo_plan(args) -> StagePlan:
             side: CorruptionSpec(args.corruption_for(side), args.mod_diffusion_steps, args.mod_noise_std)
             for side in (VISUAL, AUDIO)
         },
-        row_checks=(check_modality,),
+        row_checks=(check_modality, _audiovisual_tau_check(args)),
         homogeneous_batches=args.mod_alternate_modalities,
         precompute_reference=args.mod_precompute_reference,
         plot_keys=("loss", "mod/margin", "mod/reliance_relevant", "mod/reliance_irrelevant"),
     )
+
+
+def _audiovisual_tau_check(args):
+    """Audiovisual prompts drop the invariance term and β_inv leaves τ (Supp. A.5): τ must stay positive."""
+    tau = mod_dpo_tau(args.pref_beta, 0.0, args.mod_beta_sens, args.mod_tau)
+
+    def check_audiovisual_tau(row) -> None:
+        if row.get("modality") == "audiovisual" and tau <= 0:
+            raise row.error(
+                "modality",
+                f"'audiovisual' rows have no invariance term, so τ = β − β_sens = {tau:.4g} ≤ 0 with `mod_tau: "
+                f"{args.mod_tau}`; lower `mod_beta_sens` below β or use `mod_tau: paper`",
+            )
+
+    return check_audiovisual_tau
 
 
 def mod_dpo_inputs(table, info, args) -> dict:
@@ -125,10 +141,11 @@ def omni_dpo_plan(args) -> StagePlan:
         passes=(
             POLICY_CLEAN,
             REFERENCE_CLEAN,
-            Pass("vcorrupt", POLICY, grad=True),  # OmniDPO trains the policy under v' and a' too
-            Pass("vcorrupt", REFERENCE),
-            Pass("acorrupt", POLICY, grad=True),
-            Pass("acorrupt", REFERENCE),
+            # OmniDPO trains the policy under v' and a' too; its conditional terms score y_w only
+            Pass("vcorrupt", POLICY, grad=True, chosen_only=True),
+            Pass("vcorrupt", REFERENCE, chosen_only=True),
+            Pass("acorrupt", POLICY, grad=True, chosen_only=True),
+            Pass("acorrupt", REFERENCE, chosen_only=True),
         ),
         corruptions={VISUAL: noise, AUDIO: noise},
         row_checks=(check_audiovisual_media,),
@@ -151,7 +168,12 @@ def omni_dpo_inputs(table, info, args) -> dict:
 # ---------------------------------------------------------------- mDPO
 def mdpo_plan(args) -> StagePlan:
     return StagePlan(
-        passes=(POLICY_CLEAN, REFERENCE_CLEAN, Pass("vcorrupt", POLICY, grad=True), Pass("vcorrupt", REFERENCE)),
+        passes=(
+            POLICY_CLEAN,
+            REFERENCE_CLEAN,
+            Pass("vcorrupt", POLICY, grad=True, chosen_only=True),  # the conditional term scores y_w only
+            Pass("vcorrupt", REFERENCE, chosen_only=True),
+        ),
         corruptions={VISUAL: CorruptionSpec("crop", crop_scale=(args.mdpo_crop_min, args.mdpo_crop_max))},
         row_checks=(check_visual_media,),
     )
@@ -186,7 +208,12 @@ def jompo_inputs(table, info, args) -> dict:
 # ---------------------------------------------------------------- MFPO
 def mfpo_plan(args) -> StagePlan:
     return StagePlan(
-        passes=(POLICY_CLEAN, REFERENCE_CLEAN, Pass("perturbed", POLICY, grad=True), Pass("perturbed", REFERENCE)),
+        passes=(
+            POLICY_CLEAN,
+            REFERENCE_CLEAN,
+            Pass("perturbed", POLICY, grad=True, chosen_only=True),  # L_image scores y_w only
+            Pass("perturbed", REFERENCE, chosen_only=True),
+        ),
         corruptions={VISUAL: CorruptionSpec("region_diffusion", diffusion_steps=args.mfpo_diffusion_steps)},
         row_checks=(check_visual_media,),
         curriculum=args.mfpo_curriculum,

@@ -112,11 +112,18 @@ POLICY, REFERENCE = "policy", "reference"
 
 @dataclass(frozen=True)
 class Pass:
-    """One forward pass: a model on a view of the batch (chosen and rejected rows together)."""
+    """One forward pass: a model on a view of the batch (chosen and rejected rows together).
+
+    ``chosen_only`` passes score y_w alone (OmniDPO's, mDPO's and MFPO's conditional terms use no
+    log π(y_l | corrupted view)): only the B chosen rows run, and the table holds None for y_l.
+    Every pass with gradient of a step runs in ONE forward (the engine concatenates their inputs),
+    so DDP, ZeRO-3 and FSDP see one forward and one backward per step.
+    """
 
     view: str = CLEAN  # "clean", a TensorView name or a TokenView name
     model: str = POLICY  # "policy" or "reference"
-    grad: bool = False  # only the clean policy pass of a DPO-family stage has gradient
+    grad: bool = False  # the policy passes a loss differentiates
+    chosen_only: bool = False
 
     @property
     def key(self) -> tuple[str, str]:
@@ -149,4 +156,4 @@ class StagePlan:
         return tuple(sorted(self.passes, key=lambda p: p.grad))
 
 
-LogpTable = dict  # (model, view) -> (chosen_logps [B], rejected_logps [B])
+LogpTable = dict  # (model, view) -> (chosen_logps [B], rejected_logps [B] or None for chosen-only passes)

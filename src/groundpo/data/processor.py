@@ -38,23 +38,92 @@ def strip_media_placeholders(messages: list[dict[str, str]]) -> list[dict[str, s
     return [{**m, "content": _PLACEHOLDERS.sub("", m["content"]).strip()} for m in messages]
 
 
-def relative_region(region, images) -> list[float] | None:
-    """A pixel box [x0, y0, x1, y1] of the row's first image as fractions of its width and height."""
-    if region is None or not images:
-        return None
+def _image_size(image) -> tuple[int, int]:
     from PIL import Image
 
-    image = images[0]
     if isinstance(image, str):
         with Image.open(image) as im:
-            width, height = im.size
-    elif isinstance(image, dict) and image.get("path"):
+            return im.size
+    if isinstance(image, dict) and image.get("path"):
         with Image.open(image["path"]) as im:
-            width, height = im.size
-    else:
-        width, height = image.size
+            return im.size
+    return image.size
+
+
+def _size_value(size, *keys):
+    if isinstance(size, dict):
+        for key in keys:
+            if size.get(key) is not None:
+                return int(size[key])
+        return None
+    return int(size) if size is not None else None
+
+
+def relative_region(region, images, image_processor=None) -> list[float] | None:
+    """A pixel box [x0, y0, x1, y1] of the row's first image as fractions of the image the model sees.
+
+    Processors that resize the whole image (Qwen2-VL's smart resize, LLaMA-Factory's max-pixel
+    resize) keep fractions as they are. CLIP-style processors (LLaVA-1.5: shortest edge to 336,
+    then a centred 336×336 crop) cut the sides of a non-square image: the box is mapped through
+    the resize and the crop and clipped to the crop. A box that the crop removes entirely gives
+    None (the stage then perturbs the whole image, as MFPO does when no region is found).
+    """
+    if region is None or not images:
+        return None
+    width, height = _image_size(images[0])
     x0, y0, x1, y1 = (float(v) for v in region)
+    processor = image_processor
+    if processor is not None and getattr(processor, "do_center_crop", False) and getattr(processor, "crop_size", None):
+        crop_h = _size_value(processor.crop_size, "height")
+        crop_w = _size_value(processor.crop_size, "width") or crop_h
+        shortest = _size_value(getattr(processor, "size", None), "shortest_edge") if getattr(processor, "do_resize", True) else None
+        if shortest:
+            scale = shortest / min(width, height)
+            new_w, new_h = (shortest, int(shortest * height / width)) if width <= height else (int(shortest * width / height), shortest)
+        else:
+            scale, new_w, new_h = 1.0, width, height
+        left, top = (new_w - crop_w) / 2, (new_h - crop_h) / 2
+        box = [(x0 * scale - left) / crop_w, (y0 * scale - top) / crop_h, (x1 * scale - left) / crop_w, (y1 * scale - top) / crop_h]
+        box = [min(max(v, 0.0), 1.0) for v in box]
+        return box if box[2] > box[0] and box[3] > box[1] else None
     return [x0 / width, y0 / height, x1 / width, y1 / height]
+
+
+def _response_length(labels: list[int]) -> int:
+    return sum(1 for t in labels if t != IGNORE_INDEX)
+
+
+def score_same_tokens(encodings: list[dict[str, list[int]]], tie_sides: bool = False) -> None:
+    """Cut every encoding of a row so that all of them score the same response tokens (in place).
+
+    Upstream truncates a response to what ``cutoff_len`` leaves after the prompt, so a long answer
+    keeps more tokens in the text-only view (a shorter prompt) than in the clean one. Losses that
+    compare log-probs across views (JoMPO's ranking, MoD-DPO's LPD term) must compare the same token
+    sets: each side keeps the fewest response tokens any view kept. With ``tie_sides`` (input-
+    contrastive pairs: one response under two inputs) chosen and rejected are cut alike too.
+    """
+    sides = ("chosen", "rejected")
+    keep = {side: min(_response_length(e[f"{side}_labels"]) for e in encodings) for side in sides}
+    if tie_sides:
+        keep = dict.fromkeys(sides, min(keep.values()))
+    for encoding in encodings:
+        for side in sides:
+            labels = encoding[f"{side}_labels"]
+            length = len(labels) - _response_length(labels) + keep[side]
+            for key in ("input_ids", "attention_mask", "labels"):
+                encoding[f"{side}_{key}"] = encoding[f"{side}_{key}"][:length]
+
+
+def _media_field(error: Exception, row: dict) -> str:
+    """The media column whose file the error message names (else 'media')."""
+    text = str(error)
+    for kind in MEDIA_KINDS:
+        for column in (f"_{kind}", f"_rejected_{kind}"):
+            for item in row.get(column) or []:
+                paths = item if isinstance(item, list) else [item]
+                if any(isinstance(p, str) and p and p in text for p in paths):
+                    return column[1:]
+    return "media"
 
 
 @dataclass
@@ -79,39 +148,54 @@ class ViewPairwiseDatasetProcessor(PairwiseDatasetProcessor):
         out: dict[str, list[Any]] = defaultdict(list)
         for i in range(len(examples["_prompt"])):
             row = {key: values[i] for key, values in examples.items()}
-            prompt, response = row["_prompt"], row["_response"]
-            if len(prompt) % 2 != 1 or len(response) < 2:
+            try:
+                self._preprocess_row(row, out)
+            except RowError:
+                raise
+            except Exception as error:  # unreadable media and the like: name the dataset, row and field
                 raise RowError(
-                    f"dataset {row.get('_source_dataset')!r}, row {row.get('_source_row')}, field 'messages': "
-                    "a preference row needs a prompt ending with a user turn and both a chosen and a rejected answer"
-                )
-            media = (row["_images"] or [], row["_videos"] or [], row["_audios"] or [])
-            encoded = self._encode(prompt, response, row["_system"], row["_tools"], *media)
-            rejected_media = (None, None, None)
-            if self.input_contrastive is not None and self.input_contrastive(row):
-                rejected_media = CONTRAST.media(row)
-                under_contrast = self._encode(prompt, response, row["_system"], row["_tools"], *rejected_media)
-                encoded.update({k: v for k, v in under_contrast.items() if k.startswith("rejected_")})
-            for key, value in encoded.items():
-                out[key].append(value)
-            for kind, value, rejected in zip(MEDIA_KINDS, media, rejected_media):
-                out[kind].append(list(value) or None)
-                out[f"rejected_{kind}"].append(list(rejected) if rejected else None)
-
-            for view in self.token_views:
-                view_prompt = strip_media_placeholders(prompt) if view.strip_placeholders else prompt
-                view_media = view.media(row)
-                encoded = self._encode(view_prompt, response, row["_system"], row["_tools"], *view_media)
-                for key, value in encoded.items():
-                    out[f"{view.name}_{key}"].append(value)
-                for kind, value in zip(("images", "videos", "audios"), view_media):
-                    out[f"{view.name}_{kind}"].append(list(value) or None)
-
-            for column in CARRIED_COLUMNS:
-                out[column].append(row.get(f"_{column}"))
-            out["region"].append(relative_region(row.get("_region"), row["_images"]))
-            out["has_contrast"].append(any(row.get(f"_rejected_{kind}") for kind in MEDIA_KINDS))
+                    f"dataset {row.get('_source_dataset')!r}, row {row.get('_source_row')}, field "
+                    f"{_media_field(error, row)!r}: {type(error).__name__}: {error}"
+                ) from error
         return out
+
+    def _preprocess_row(self, row: dict[str, Any], out: dict[str, list[Any]]) -> None:
+        prompt, response = row["_prompt"], row["_response"]
+        media = (row["_images"] or [], row["_videos"] or [], row["_audios"] or [])
+        encoded = self._encode(prompt, response, row["_system"], row["_tools"], *media)
+        encodings = [encoded]
+        rejected_media = (None, None, None)
+        input_contrastive = self.input_contrastive is not None and self.input_contrastive(row)
+        if input_contrastive:  # one response (the chosen one) under the aligned and the contrast input
+            rejected_media = CONTRAST.media(row)
+            same = [response[0], response[0]]
+            under_contrast = self._encode(prompt, same, row["_system"], row["_tools"], *rejected_media)
+            encoded.update({k: v for k, v in under_contrast.items() if k.startswith("rejected_")})
+
+        views = {}
+        for view in self.token_views:
+            view_prompt = strip_media_placeholders(prompt) if view.strip_placeholders else prompt
+            view_media = view.media(row)
+            views[view.name] = (self._encode(view_prompt, response, row["_system"], row["_tools"], *view_media), view_media)
+            encodings.append(views[view.name][0])
+        score_same_tokens(encodings, tie_sides=input_contrastive)
+
+        for key, value in encoded.items():
+            out[key].append(value)
+        for kind, value, rejected in zip(MEDIA_KINDS, media, rejected_media):
+            out[kind].append(list(value) or None)
+            out[f"rejected_{kind}"].append(list(rejected) if rejected else None)
+        for name, (view_encoded, view_media) in views.items():
+            for key, value in view_encoded.items():
+                out[f"{name}_{key}"].append(value)
+            for kind, value in zip(MEDIA_KINDS, view_media):
+                out[f"{name}_{kind}"].append(list(value) or None)
+
+        for column in CARRIED_COLUMNS:
+            out[column].append(row.get(f"_{column}"))
+        image_processor = getattr(self.processor, "image_processor", None)
+        out["region"].append(relative_region(row.get("_region"), row["_images"], image_processor))
+        out["has_contrast"].append(any(row.get(f"_rejected_{kind}") for kind in MEDIA_KINDS))
 
     def print_data_example(self, example: dict[str, list[int]]) -> None:
         super().print_data_example(example)

@@ -10,9 +10,10 @@ A row that fails a check stops training at start-up with its dataset, index, fie
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 EXTRA_COLUMNS = ("modality", "rejected_images", "rejected_videos", "rejected_audios", "region", "pair_type")
 MEDIA_COLUMNS = ("images", "videos", "audios", "rejected_images", "rejected_videos", "rejected_audios")
@@ -39,6 +40,150 @@ class Row:
 
 
 RowCheck = Callable[[Row], None]
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _type_name(value: Any) -> str:
+    return "null" if value is None else type(value).__name__
+
+
+# ---------------------------------------------------------------- raw rows: types of every column
+def _check_text(error, field: str, value: Any, *, required: bool = True) -> None:
+    if value is None and not required:
+        return
+    if not isinstance(value, str):
+        raise error(field, f"expected text, got {_shown(value)} ({_type_name(value)})")
+
+
+def _check_message(error, field: str, value: Any, role_tag: str, content_tag: str) -> None:
+    if not isinstance(value, dict):
+        raise error(field, f"expected a message {{{role_tag!r}: ..., {content_tag!r}: ...}}, got {_shown(value)} ({_type_name(value)})")
+    if not isinstance(value.get(content_tag), str):
+        raise error(field, f"the message's {content_tag!r} must be text, got {_shown(value.get(content_tag))}")
+    if role_tag in value and not isinstance(value[role_tag], str):
+        raise error(field, f"the message's {role_tag!r} must be text, got {_shown(value[role_tag])}")
+
+
+def _check_media_list(error, field: str, value: Any) -> None:
+    if value is None or isinstance(value, str):
+        return
+    if not isinstance(value, list):
+        raise error(field, f"expected a list of media paths, got {_shown(value)} ({_type_name(value)})")
+    for item in value:
+        frames_ok = isinstance(item, list) and all(isinstance(f, str) for f in item)
+        if not (isinstance(item, (str, dict)) or frames_ok):
+            raise error(field, f"expected media paths (text), got {_shown(item)} ({_type_name(item)}) in {_shown(value)}")
+
+
+def check_raw_row(dataset: str, index: int, raw: dict[str, Any], attr: Any, extra_columns: dict[str, str]) -> None:
+    """Types of one row as it is in the dataset file, for the columns ``dataset_info.json`` maps.
+
+    ``attr`` is upstream's ``DatasetAttr`` (column names and sharegpt tags); ``extra_columns`` maps our
+    logical columns (``modality``, ``region``, ...) to the file's columns. Errors name the logical field.
+    """
+    row = Row(dataset, index, {})
+
+    def error(field: str, problem: str) -> RowError:
+        return row.error(field, problem)
+
+    def value(logical: str) -> Any:
+        column = getattr(attr, logical, None) if logical not in extra_columns else extra_columns[logical]
+        return raw.get(column) if column else None
+
+    if attr.formatting == "sharegpt":
+        messages = value("messages")
+        if not isinstance(messages, list) or not messages:
+            raise error("messages", f"expected a non-empty list of messages, got {_shown(messages)} ({_type_name(messages)})")
+        for message in messages:
+            _check_message(error, "messages", message, attr.role_tag, attr.content_tag)
+        if attr.ranking:
+            for side in ("chosen", "rejected"):
+                _check_message(error, side, value(side), attr.role_tag, attr.content_tag)
+    else:
+        for logical in ("prompt", "query", "system"):
+            _check_text(error, logical, value(logical), required=False)
+        if attr.ranking:
+            for side in ("chosen", "rejected"):
+                _check_text(error, side, value(side))
+    if attr.formatting == "sharegpt":
+        _check_text(error, "system", value("system"), required=False)
+    for logical in ("images", "videos", "audios"):
+        _check_media_list(error, logical, value(logical))
+    for logical in ("rejected_images", "rejected_videos", "rejected_audios"):
+        if logical in extra_columns:
+            _check_media_list(error, logical, value(logical))
+    for logical in ("modality", "pair_type"):
+        if logical in extra_columns:
+            _check_text(error, logical, value(logical), required=False)
+    region = value("region") if "region" in extra_columns else None
+    if region is not None and not (
+        isinstance(region, list) and len(region) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in region)
+    ):
+        raise error("region", f"expected a pixel box [x0, y0, x1, y1], got {_shown(region)}")
+
+
+def check_raw_rows(dataset: str, rows: Iterable[dict[str, Any]], attr: Any, extra_columns: dict[str, str]) -> None:
+    for index, raw in enumerate(rows):
+        check_raw_row(dataset, index, raw, attr, extra_columns)
+
+
+def read_raw_rows(files: list[str]) -> Iterable[dict[str, Any]]:
+    """Rows of local JSON / JSONL files as Python objects, for diagnosing files ``datasets`` cannot load."""
+    for path in sorted(files):
+        if path.endswith((".jsonl", ".json")):
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+            try:
+                data = json.loads(text)
+                rows = data if isinstance(data, list) else [data]
+            except json.JSONDecodeError:
+                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            yield from rows
+
+
+# ---------------------------------------------------------------- aligned rows: what every stage needs
+PLACEHOLDERS = {"images": "<image>", "videos": "<video>", "audios": "<audio>"}
+
+
+def check_responses(row: Row) -> None:
+    """A preference row has a prompt and two non-empty answers (chosen, rejected)."""
+    response = row.get("response") or []
+    if len(row.get("prompt") or []) % 2 != 1:
+        raise row.error("messages", "the prompt must end with a user turn")
+    if len(response) < 2:
+        raise row.error("chosen", "a preference row needs both a chosen and a rejected answer")
+    for side, message in zip(("chosen", "rejected"), response[:2]):
+        content = message.get("content") if isinstance(message, dict) else None
+        if not isinstance(content, str) or not content.strip():
+            raise row.error(side, f"empty answer {_shown(content)}; both answers of a preference pair need text")
+
+
+def check_placeholders(row: Row) -> None:
+    """Each media kind appears as often in the prompt (``<image>``, ``<video>``, ``<audio>``) as the row has files,
+    for the row's media and for its contrast media (``rejected_*``)."""
+    texts = [m.get("content", "") for m in (row.get("prompt") or []) if isinstance(m, dict)]
+    for response in (row.get("response") or [])[:2]:
+        count_in = texts + [response.get("content", "")]
+        for kind, placeholder in PLACEHOLDERS.items():
+            wanted = sum(t.count(placeholder) for t in count_in)
+            for field in (kind, f"rejected_{kind}"):
+                media = row.get(field)
+                if field != kind and not media:
+                    continue
+                have = len(media or [])
+                if have != wanted:
+                    raise row.error(
+                        field,
+                        f"{have} file(s) for {wanted} {placeholder} placeholder(s) in the prompt; "
+                        f"each {placeholder} takes one file, in order",
+                    )
+
+
+COMMON_CHECKS: tuple[RowCheck, ...] = (check_responses, check_placeholders)
 
 
 def check_modality(row: Row) -> None:
@@ -103,6 +248,14 @@ def check_pair_type(row: Row) -> None:
             "an input-contrastive pair compares the response under the aligned and a mismatched input; "
             "give the mismatched audio track in rejected_audios",
         )
+    if value == "input":
+        chosen, rejected = (m.get("content") for m in (row.get("response") or [{}, {}])[:2])
+        if chosen != rejected:
+            raise row.error(
+                "rejected",
+                f"an input-contrastive pair scores ONE response under two inputs: rejected must repeat the chosen "
+                f"answer, got {_shown(rejected)} for chosen {_shown(chosen)}",
+            )
 
 
 def check_media_files(row: Row) -> list[str]:
@@ -118,11 +271,11 @@ def check_media_files(row: Row) -> list[str]:
 
 
 def check_rows(dataset_name: str, rows: list[dict[str, Any]], checks: tuple[RowCheck, ...]) -> None:
-    """Run ``checks`` on every row, then report every missing media file at once."""
+    """Run the common checks and ``checks`` on every row, then report every missing media file at once."""
     missing: list[str] = []
     for index, values in enumerate(rows):
         row = Row(dataset_name, index, values)
-        for check in checks:
+        for check in COMMON_CHECKS + tuple(checks):
             check(row)
         missing += check_media_files(row)
     if missing:

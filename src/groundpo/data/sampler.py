@@ -14,7 +14,7 @@ padded to a whole number of steps by repeating some of its rows.
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch.utils.data import Sampler
@@ -75,19 +75,37 @@ class CurriculumSampler(Sampler[int]):
     """MFPO's easy-to-hard schedule: rows sorted by difficulty, cut into thirds, trained in order.
 
     Each epoch visits the easiest third, then the middle, then the hardest; rows are shuffled
-    (seeded per epoch) inside their third.
+    (seeded per epoch) inside their third. ``difficulty`` is a list of scores or a callable that
+    returns it when iteration starts: the trainer scores rows once the model is wrapped for
+    training (ZeRO-3, FSDP), which happens after the dataloader was built.
     """
 
-    def __init__(self, difficulty: Sequence[float], seed: int = 0, shuffle: bool = True, parts: int = 3) -> None:
-        order = sorted(range(len(difficulty)), key=lambda i: (difficulty[i], i))
-        bounds = [round(k * len(order) / parts) for k in range(parts + 1)]
-        self.thirds = [order[bounds[k] : bounds[k + 1]] for k in range(parts)]
+    def __init__(
+        self,
+        difficulty: Sequence[float] | Callable[[], Sequence[float] | None],
+        size: int | None = None,
+        seed: int = 0,
+        shuffle: bool = True,
+        parts: int = 3,
+    ) -> None:
+        self.difficulty = difficulty
+        self.size = len(difficulty) if size is None else size
+        self.parts = parts
         self.seed = seed
         self.shuffle = shuffle
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    @property
+    def thirds(self) -> list[list[int]]:
+        scores = self.difficulty() if callable(self.difficulty) else self.difficulty
+        if scores is None or len(scores) != self.size:
+            raise RuntimeError("The curriculum has no difficulty scores for the training rows yet.")
+        order = sorted(range(len(scores)), key=lambda i: (scores[i], i))
+        bounds = [round(k * len(order) / self.parts) for k in range(self.parts + 1)]
+        return [order[bounds[k] : bounds[k + 1]] for k in range(self.parts)]
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed + self.epoch)
@@ -97,4 +115,4 @@ class CurriculumSampler(Sampler[int]):
             yield from part
 
     def __len__(self) -> int:
-        return sum(len(part) for part in self.thirds)
+        return self.size

@@ -28,6 +28,7 @@ PATCHES: dict[str, str] = {
     "llamafactory.webui.runner": "groundpo.integration.webui:patch_runner",
     "llamafactory.webui.engine": "groundpo.integration.webui:patch_engine",
     "llamafactory.webui.components.train": "groundpo.integration.webui:patch_train_tab",
+    "llamafactory.webui.interface": "groundpo.integration.webui:patch_interface",
 }
 
 _applied: set[str] = set()

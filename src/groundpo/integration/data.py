@@ -36,8 +36,9 @@ def patch_dataset_attr(parser: ModuleType) -> None:
 
 
 def patch_loader(loader: ModuleType) -> None:
-    align_dataset, get_processor, _ = require(
-        loader, "align_dataset", "_get_dataset_processor", "PairwiseDatasetProcessor._encode_data_example"
+    align_dataset, get_processor, load_single, _ = require(
+        loader, "align_dataset", "_get_dataset_processor", "_load_single_dataset",
+        "PairwiseDatasetProcessor._encode_data_example",
     )
     from llamafactory.data import converter
 
@@ -46,8 +47,13 @@ def patch_loader(loader: ModuleType) -> None:
     def _align_dataset(dataset, dataset_attr, data_args, training_args):
         from groundpo.data.plan import active_plan
 
-        aligned = align_dataset(dataset, dataset_attr, data_args, training_args)
         plan = active_plan()
+        if plan is not None and hasattr(dataset, "add_column"):  # types first: the converter fails obscurely
+            from groundpo.data.rows import check_raw_rows
+
+            name = getattr(dataset_attr, "dataset_name", str(dataset_attr))
+            check_raw_rows(name, dataset, dataset_attr, getattr(dataset_attr, "groundpo_columns", {}))
+        aligned = align_dataset(dataset, dataset_attr, data_args, training_args)
         if plan is None:
             return aligned
         return _add_columns_and_check(dataset, aligned, dataset_attr, data_args, plan)
@@ -64,10 +70,38 @@ def patch_loader(loader: ModuleType) -> None:
             token_views=plan.token_views, input_contrastive=plan.input_contrastive,
         )
 
+    def _load_single_dataset(dataset_attr, model_args, data_args, training_args):
+        from groundpo.data.plan import active_plan
+
+        try:
+            return load_single(dataset_attr, model_args, data_args, training_args)
+        except Exception as error:  # `datasets` says "An error occurred while generating the dataset"
+            if active_plan() is None or getattr(dataset_attr, "load_from", None) != "file":
+                raise
+            _diagnose_files(error, dataset_attr, data_args)
+            raise
+
     _align_dataset.__wrapped__ = align_dataset
     _get_dataset_processor.__wrapped__ = get_processor
+    _load_single_dataset.__wrapped__ = load_single
     loader.align_dataset = _align_dataset
     loader._get_dataset_processor = _get_dataset_processor
+    loader._load_single_dataset = _load_single_dataset
+
+
+def _diagnose_files(error: Exception, dataset_attr, data_args) -> None:
+    """Find the row that made a local dataset file unloadable and raise a RowError naming it."""
+    import os
+
+    from groundpo.data.rows import check_raw_rows, read_raw_rows
+
+    local = os.path.join(data_args.dataset_dir, dataset_attr.dataset_name)
+    files = [os.path.join(local, f) for f in os.listdir(local)] if os.path.isdir(local) else [local]
+    try:
+        rows = list(read_raw_rows(files))
+    except ValueError:  # not JSON we can read: keep upstream's error
+        return
+    check_raw_rows(dataset_attr.dataset_name, rows, dataset_attr, getattr(dataset_attr, "groundpo_columns", {}))
 
 
 def _add_columns_and_check(raw, aligned, dataset_attr, data_args, plan):

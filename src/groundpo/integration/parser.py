@@ -62,15 +62,52 @@ def check_stage_keys(args: dict[str, Any] | list[str] | None) -> None:
         )
 
 
+# What our stages need where upstream's defaults fail them, set unless the config says otherwise.
+# - use_reentrant_gc: false. Reentrant checkpointing re-runs the forward inside the backward; DDP with
+#   find_unused_parameters then marks parameters ready twice ("Expected to mark a variable ready only
+#   once"). Non-reentrant checkpointing works with DDP, ZeRO-3 and FSDP alike.
+# - ddp_find_unused_parameters: true (full and freeze tuning). A step of a multimodal stage may leave a
+#   tower unused (no audio in a batch, a text-only view) and Qwen2.5-Omni never uses
+#   `audio_bos_eos_token`; plain DDP then fails. LoRA keeps upstream's False: only adapters train.
+STAGE_RUNTIME_DEFAULTS = {"use_reentrant_gc": False}
+FULL_TUNING_DEFAULTS = {"ddp_find_unused_parameters": True}
+
+
+def _given_value(args, key: str, default=None):
+    if isinstance(args, dict):
+        return args.get(key, default)
+    args = list(args or [])
+    for i, item in enumerate(args):
+        if item.startswith(f"--{key}="):
+            return item.split("=", 1)[1]
+        if item == f"--{key}" and i + 1 < len(args):
+            return args[i + 1]
+    return default
+
+
 def with_stage_defaults(args: dict[str, Any] | list[str] | None) -> dict[str, Any] | list[str] | None:
-    """``args`` with the stage's paper β as ``pref_beta`` when not given."""
+    """``args`` with our stages' defaults where the config does not set them.
+
+    The stage's paper β as ``pref_beta``; non-reentrant gradient checkpointing; and, for full or
+    freeze tuning, ``ddp_find_unused_parameters`` (see ``STAGE_RUNTIME_DEFAULTS``).
+    """
     from groundpo.registry import get_stage, is_registered
 
     stage = given_stage(args)
-    if not is_registered(stage) or get_stage(stage).default_beta is None or "pref_beta" in given_keys(args):
+    if not is_registered(stage):
         return args
-    beta = get_stage(stage).default_beta
-    return {**args, "pref_beta": beta} if isinstance(args, dict) else [*args, "--pref_beta", str(beta)]
+    given = given_keys(args)
+    defaults = dict(STAGE_RUNTIME_DEFAULTS)
+    if _given_value(args, "finetuning_type", "lora") != "lora":
+        defaults.update(FULL_TUNING_DEFAULTS)
+    if get_stage(stage).default_beta is not None:
+        defaults["pref_beta"] = get_stage(stage).default_beta
+    missing = {k: v for k, v in defaults.items() if k not in given}
+    if not missing:
+        return args
+    if isinstance(args, dict):
+        return {**args, **missing}
+    return [*(args or []), *(item for k, v in missing.items() for item in (f"--{k}", str(v).lower() if isinstance(v, bool) else str(v)))]
 
 
 def _owners(keys: list[str]) -> str:

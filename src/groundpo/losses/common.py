@@ -5,6 +5,9 @@ from __future__ import annotations
 import torch
 
 
+DPO_REWARD_METRICS = ("rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins")
+
+
 def log_ratio(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
     """lr = log π(y_w | ·) − log π(y_l | ·)."""
     return chosen - rejected

@@ -11,7 +11,10 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import dpo_reward_metrics, log_ratio
+from .common import DPO_REWARD_METRICS, dpo_reward_metrics, log_ratio
+
+# per-row metrics this loss returns (the stage's fixed metric keys; a key may hold no rows in a batch)
+METRICS = DPO_REWARD_METRICS
 
 
 def dpo_loss(

@@ -26,11 +26,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import dpo_reward_metrics
+from .common import DPO_REWARD_METRICS, dpo_reward_metrics
 
 # Axis 1 of the [B, 3, 2] inputs (image view) and axis 2 (response).
 M_W, M_NONE, M_L = 0, 1, 2
 Y_W, Y_L = 0, 1
+
+# per-row metrics this loss returns (the stage's fixed metric keys; a key may hold no rows in a batch)
+METRICS = DPO_REWARD_METRICS + ("jompo/dpo_w", "jompo/dpo_l", "jompo/pl_w", "jompo/pl_l")
 
 
 def plackett_luce_nll(ranked_scores: torch.Tensor) -> torch.Tensor:

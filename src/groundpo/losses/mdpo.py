@@ -24,7 +24,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from .common import dpo_reward_metrics, log_ratio
+from .common import DPO_REWARD_METRICS, dpo_reward_metrics, log_ratio
+
+# per-row metrics this loss returns (the stage's fixed metric keys; a key may hold no rows in a batch)
+METRICS = DPO_REWARD_METRICS + (
+    "mdpo/l_dpo", "mdpo/l_copo", "mdpo/l_ancpo", "mdpo/rewards_corrupt", "mdpo/accuracies_corrupt",
+)
 
 
 def mdpo_loss(

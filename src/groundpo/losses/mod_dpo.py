@@ -35,7 +35,12 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
-from .common import dpo_reward_metrics, log_ratio
+from .common import DPO_REWARD_METRICS, dpo_reward_metrics, log_ratio
+
+# per-row metrics this loss returns (the stage's fixed metric keys; a key may hold no rows in a batch)
+METRICS = DPO_REWARD_METRICS + (
+    "mod/margin", "mod/lr_sens", "mod/reliance_relevant", "mod/lr_inv", "mod/reliance_irrelevant", "mod/lr_text",
+)
 
 
 def mod_dpo_tau(

@@ -1,36 +1,69 @@
 """One trainer for every DPO-family stage: it runs the passes of a stage's plan and its objective.
 
 ``ViewPreferenceTrainer`` subclasses upstream's ``CustomDPOTrainer`` (optimizer, scheduler,
-reference model handling, LoRA, DeepSpeed/FSDP preparation and metric logging stay upstream's)
-and replaces only what a step computes:
+reference model handling, LoRA, DeepSpeed/FSDP preparation stay upstream's) and replaces what a
+step computes and how its metrics are logged:
 
     batch ──► views (clean, corrupted tensors, token views) ──► passes ──► log-prob table
           ──► StageSpec.inputs ──► objective ──► loss + metrics
 
-- No-grad passes run first under ``torch.no_grad()`` and keep only their [B] log-probs, so their
-  activations are freed before the policy's graph is built; only the clean policy pass has grad.
-- Reference passes use upstream's ``compute_reference_log_probs`` (a separate reference model, or
-  the policy with its LoRA adapters disabled), or the precomputed table
-  (``precompute_reference``).
-- With modality-homogeneous batches (``groundpo.data.sampler``) every rank has the same modality
-  at a step, so a pass skipped because no row needs it (MoD-DPO's invariance pass on audiovisual
-  batches) is skipped on every rank; otherwise every planned pass runs. Either way all ranks run
-  the same passes, as ZeRO-3 requires.
+What makes it right at scale (several processes, DeepSpeed ZeRO-3, FSDP, gradient checkpointing):
+
+- **One forward with gradient per step.** The inputs of every pass with gradient (OmniDPO's clean,
+  v' and a' views, JoMPO's three image views, ...) are concatenated into one batch
+  (``groundpo.data.batch``) and run in one forward, so DDP with any gradient checkpointing, ZeRO-3
+  and FSDP see one forward and one backward, as in upstream DPO.
+- **No-grad passes** run first, each under ``torch.no_grad()``, and keep only their [B] log-probs,
+  so their activations are freed before the policy's graph is built.
+- **Every rank runs the same passes.** A tensor view that no row of a batch needs (MoD-DPO's
+  invariance view on audiovisual prompts) is skipped only when no row on *any* rank needs it (one
+  tiny all-reduce), so ZeRO-3 and FSDP never wait on a rank that skipped a forward.
+- **Noise is a function of (seed, global step, rank, row id)**, so a run resumed from a checkpoint
+  corrupts exactly as the uninterrupted run did.
+- **Metrics** are (sum, count) per fixed key, summed across ranks (``groundpo.train.metrics``).
+- **Reference precompute and MFPO's curriculum scoring** run when training begins, on the model
+  as DeepSpeed/FSDP/DDP wrapped it, over every row (no ``drop_last``), with the training batch
+  size and one row of float32 logits at a time; the precomputed table covers the eval sets too
+  (row ids are unique across the run's datasets).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Literal
+import json
+import os
+from contextlib import nullcontext
+from typing import Any, Callable, Iterator, Literal
 
 import torch
+from accelerate.utils import send_to_device
 from llamafactory.train.dpo.trainer import CustomDPOTrainer
 from tqdm.auto import tqdm
+from transformers import Trainer, TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from ..corruption import PatchLayout, corrupt_batch
+from ..corruption import PatchLayout, corrupt_batch, mix_seed
+from ..data.batch import concat_batches, rows_of, take_counts, take_rows
 from ..data.collator import INFO_KEY
 from ..data.sampler import CurriculumSampler, ModalityBatchSampler
 from ..integration.callbacks import mark_log_callbacks
-from ..views import CLEAN, REFERENCE, TENSOR_VIEWS, TOKEN_VIEWS, LogpTable, Pass, StagePlan
+from ..views import CLEAN, POLICY, REFERENCE, TENSOR_VIEWS, TOKEN_VIEWS, LogpTable, Pass, StagePlan
+from .logps import response_entropy, sequence_logps
+from .metrics import MetricStore
+
+CURRICULUM_FILE = "curriculum_scores.json"
+
+
+class _TrainingBegins(TrainerCallback):
+    """Runs the trainer's one-off work once the model is wrapped, and keeps curriculum scores in checkpoints."""
+
+    def __init__(self, trainer: "ViewPreferenceTrainer") -> None:
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer.prepare_training()
+
+    def on_save(self, args, state, control, **kwargs):
+        self.trainer.save_curriculum(os.path.join(args.output_dir, f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"))
 
 
 class ViewPreferenceTrainer(CustomDPOTrainer):
@@ -40,26 +73,33 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         plan: StagePlan,
         objective: Callable[..., tuple[torch.Tensor, dict[str, torch.Tensor]]],
         objective_inputs: Callable[[LogpTable, dict, Any], dict],
+        metric_keys: tuple[str, ...] = (),
         **kwargs,
     ) -> None:
         super().__init__(*args, **kwargs)
         self.plan = plan
         self.objective = objective
         self.objective_inputs = objective_inputs
-        self.reference_table: dict[str, torch.Tensor] = {}  # view -> [N, 2] precomputed log-probs
-        self._micro_step = 0
-        self.difficulty: list[float] | None = None  # per-row scores for the curriculum sampler
+        self.metrics = MetricStore(metric_keys)
+        # view -> [rows of the run, 2] reference log-probs (chosen, rejected); filled by precompute_reference()
+        self.reference_table: dict[str, torch.Tensor] = {}
+        self.difficulty: list[float] | None = None  # per training row, for the curriculum sampler
+        self.resume_checkpoint: str | None = None  # set by the workflow: where curriculum scores are reloaded from
+        self.curriculum_cache: str | None = None
         self.patch_layout = _patch_layout(getattr(self.data_collator, "processor", None))
+        if any(p.model == REFERENCE for p in plan.passes) and not self.finetuning_args.use_ref_model:
+            raise ValueError(f"Stage {self.finetuning_args.stage!r} needs a reference model.")
         mark_log_callbacks(self.callback_handler.callbacks)  # our metrics into trainer_log.jsonl
+        self.add_callback(_TrainingBegins(self))
 
     # ------------------------------------------------------------------ sampling
+    def _data_seed(self) -> int:
+        return self.args.data_seed if self.args.data_seed is not None else self.args.seed
+
     def _get_train_sampler(self, *args, **kwargs):
         if self.plan.curriculum:
-            if self.difficulty is None:
-                raise RuntimeError("The curriculum needs difficulty scores: call score_difficulty() before train().")
             return CurriculumSampler(
-                self.difficulty,
-                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+                lambda: self.difficulty, len(self.train_dataset), seed=self._data_seed(),
                 shuffle=not self.finetuning_args.disable_shuffling,
             )
         if self.plan.homogeneous_batches:
@@ -67,76 +107,125 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
                 self.train_dataset["modality"],
                 per_device_batch_size=self.args.per_device_train_batch_size,
                 world_size=self.args.world_size,
-                seed=self.args.data_seed if self.args.data_seed is not None else self.args.seed,
+                seed=self._data_seed(),
                 shuffle=not self.finetuning_args.disable_shuffling,
             )
         return super()._get_train_sampler(*args, **kwargs)
 
-    # ------------------------------------------------------------------ passes
-    def _corruption_seed(self) -> int:
-        self._micro_step += 1
-        return (self.args.seed * 1_000_003 + self._micro_step) * 131 + self.args.process_index
+    # ------------------------------------------------------------------ ranks agree
+    def _any_rank(self, flag: bool) -> bool:
+        """True on every rank when ``flag`` is True on at least one (always the same answer everywhere)."""
+        if self.args.world_size <= 1:
+            return flag
+        value = torch.tensor([1.0 if flag else 0.0], device=self.accelerator.device)
+        return bool(self.accelerator.reduce(value, "sum").item() > 0)
 
-    def view_batch(self, batch: dict, info: dict, view: str, seed: int) -> dict | None:
-        """The model inputs of ``view``; None when no row of the batch needs this view."""
+    def noise_seed(self) -> int:
+        """The seed of this step's corruptions on this rank: (training seed, global step, rank)."""
+        return mix_seed(self.args.seed, self.state.global_step, self.args.process_index)
+
+    # ------------------------------------------------------------------ views
+    def tensor_view_needed(self, info: dict, view: str) -> bool:
+        """Whether any row on any rank needs tensor view ``view`` this step (the same answer on every rank)."""
+        return self._any_rank(any(TENSOR_VIEWS[view].sides_per_row(info["rows"])))
+
+    def view_batch(
+        self, batch: dict, info: dict, view: str, seed: int, chosen_only: bool = False
+    ) -> tuple[dict, dict[str, list[int]]]:
+        """The model inputs of ``view`` (only the B chosen rows when ``chosen_only``) and their media counts."""
         if view == CLEAN:
-            return batch
-        if view in TOKEN_VIEWS:
-            return info["views"][view]
-        tensor_view = TENSOR_VIEWS[view]
-        sides = tensor_view.sides_per_row(info["rows"])
-        base = batch if tensor_view.base == CLEAN else info["views"][tensor_view.base]
-        if not any(sides):
-            if self.plan.homogeneous_batches:
-                return None  # every rank skips it: they all hold the same modality at this step
-            return base
-        counts = info["counts"] if tensor_view.base == CLEAN else info["view_counts"][tensor_view.base]
-        target = base["data"] if "data" in base else base  # MiniCPM-o nests its inputs under "data"
-        regions = [row.get("region") for row in info["rows"]]
-        corrupted = corrupt_batch(
-            target, counts, sides, self.plan.corruptions, seed, regions=regions, layout=self.patch_layout
-        )
-        return {**base, "data": corrupted} if "data" in base else corrupted
+            base, counts = batch, info["counts"]
+        elif view in TOKEN_VIEWS:
+            base, counts = info["views"][view], info["view_counts"][view]
+        else:
+            tensor_view = TENSOR_VIEWS[view]
+            base, counts = self.view_batch(batch, info, tensor_view.base, seed, chosen_only)
+            sides = tensor_view.sides_per_row(info["rows"])
+            target = base["data"] if "data" in base else base  # MiniCPM-o nests its inputs under "data"
+            corrupted = corrupt_batch(
+                target, counts, sides, self.plan.corruptions, seed,
+                regions=[row.get("region") for row in info["rows"]], layout=self.patch_layout,
+                row_keys=info["row_id"].tolist(),
+            )
+            return ({**base, "data": corrupted} if "data" in base else corrupted), counts
+        if chosen_only:
+            n_pairs = len(info["rows"])
+            return take_rows(base, counts, n_pairs), take_counts(counts, n_pairs)
+        return base, counts
 
-    def run_pass(self, model, inputs: dict, p: Pass) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """Summed log-probs (chosen [B], rejected [B]) of one pass, and the policy's logit means."""
-        if p.model == REFERENCE:
-            chosen, rejected = self.compute_reference_log_probs(model, inputs)
-            return chosen, rejected, {}
-        if p.grad:
-            out = self.concatenated_forward(model, inputs)
-            extras = {}
-            if p.view == CLEAN:
-                extras = {
-                    "logits/chosen": out["chosen_logits"].detach().mean(),
-                    "logits/rejected": out["rejected_logits"].detach().mean(),
-                    "chosen_logps_avg": out["chosen_logps_avg"],
-                }
-            return out["chosen_logps"], out["rejected_logps"], extras
-        with torch.no_grad():
-            out = self.concatenated_forward(model, inputs)
-            return out["chosen_logps"], out["rejected_logps"], {}
+    # ------------------------------------------------------------------ passes
+    def _reference_logps(self, model, inputs: dict) -> torch.Tensor:
+        """Reference log-probs: the reference model, or the policy with its LoRA adapters off (as upstream)."""
+        if self.ref_model is None:
+            ref_model, context = model, self.accelerator.unwrap_model(model).disable_adapter()
+        else:
+            ref_model, context = self.ref_model, nullcontext()
+        with torch.no_grad(), context:
+            return sequence_logps(ref_model, inputs).logps
+
+    def _from_reference_table(self, p: Pass, info: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
+        if not self.reference_table:  # nothing precomputed (the same on every rank)
+            return None
+        table = self.reference_table.get(p.view)
+        ids = info["row_id"].cpu()
+        known = table is not None and bool(ids.numel()) and int(ids.max()) < table.shape[0] and bool(
+            torch.isfinite(table[ids]).all()
+        )
+        if self.args.world_size > 1:  # one rank without the rows in the table: every rank runs the pass live
+            known = not self._any_rank(not known)
+        if not known:
+            return None
+        logps = table[ids].to(self.accelerator.device)
+        return logps[:, 0], logps[:, 1]
+
+    @staticmethod
+    def _split(logps: torch.Tensor, n_pairs: int, chosen_only: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return (logps, None) if chosen_only else (logps[:n_pairs], logps[n_pairs:])
 
     def compute_table(self, model, batch: dict, info: dict) -> tuple[LogpTable, dict]:
+        """Run the plan's passes on one batch: {(model, view): (chosen [B], rejected [B] or None)}."""
         table: LogpTable = {}
         extras: dict = {}
-        seed = self._corruption_seed()
-        views: dict[str, dict | None] = {}  # one corrupted batch per view and step: policy and reference share it
-        for p in self.plan.ordered_passes:
-            if p.model == REFERENCE and p.view in self.reference_table:
-                logps = self.reference_table[p.view][info["row_id"].cpu()].to(self.accelerator.device)
-                table[p.key] = (logps[:, 0], logps[:, 1])
-                continue
-            if p.view not in views:
-                views[p.view] = self.view_batch(batch, info, p.view, seed)
-            if views[p.view] is None:
-                continue
-            chosen, rejected, pass_extras = self.run_pass(model, views[p.view], p)
-            table[p.key] = (chosen, rejected)
-            extras.update(pass_extras)
+        n_pairs = len(info["rows"])
+        seed = self.noise_seed()
+        needed = {v: self.tensor_view_needed(info, v) for v in dict.fromkeys(p.view for p in self.plan.passes)
+                  if v in TENSOR_VIEWS}
+        inputs: dict[tuple[str, bool], dict] = {}  # one corrupted batch per view and step: policy and reference share it
+
+        def inputs_of(p: Pass) -> dict:
+            key = (p.view, p.chosen_only)
+            if key not in inputs:
+                inputs[key] = self.view_batch(batch, info, p.view, seed, p.chosen_only)[0]
+            return inputs[key]
+
+        passes = [p for p in self.plan.passes if needed.get(p.view, True)]
+        for p in (p for p in passes if not p.grad):  # no-grad passes first: their activations are freed
+            if p.model == REFERENCE:
+                cached = self._from_reference_table(p, info)
+                logps = None if cached is not None else self._reference_logps(model, inputs_of(p))
+                table[p.key] = cached if cached is not None else self._split(logps, n_pairs, p.chosen_only)
+            else:
+                with torch.no_grad():
+                    table[p.key] = self._split(sequence_logps(model, inputs_of(p)).logps, n_pairs, p.chosen_only)
+
+        grad_passes = [p for p in passes if p.grad]
+        if grad_passes:  # every pass with gradient in ONE forward
+            parts = [inputs_of(p) for p in grad_passes]
+            joined = concat_batches(parts, self.processing_class.pad_token_id)
+            out = sequence_logps(model, joined, with_logits_mean=True)
+            start = 0
+            for p, part in zip(grad_passes, parts):
+                rows = rows_of(part)
+                table[p.key] = self._split(out.logps[start : start + rows], n_pairs, p.chosen_only)
+                if p.key == (POLICY, CLEAN):
+                    tokens = out.tokens[start : start + n_pairs].clamp(min=1)
+                    extras["chosen_logps_avg"] = out.logps[start : start + n_pairs] / tokens
+                    extras["logits/chosen"] = out.logits_mean[start : start + n_pairs]
+                    extras["logits/rejected"] = out.logits_mean[start + n_pairs : start + rows]
+                start += rows
         return table, extras
 
-    # ------------------------------------------------------------------ loss
+    # ------------------------------------------------------------------ loss and metrics
     def get_batch_loss_metrics(
         self, model, batch: dict[str, Any], train_eval: Literal["train", "eval"] = "train"
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -146,79 +235,127 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         if self.ftx_gamma > 1e-6:
             losses = losses + self.ftx_gamma * -extras["chosen_logps_avg"]
 
-        policy_chosen, policy_rejected = table[("policy", CLEAN)]
-        prefix = "eval_" if train_eval == "eval" else ""
-        logged = {
-            "logps/chosen": policy_chosen.detach().mean(),
-            "logps/rejected": policy_rejected.detach().mean(),
+        policy_chosen, policy_rejected = table[(POLICY, CLEAN)]
+        rows = {
+            "logps/chosen": policy_chosen.detach(),
+            "logps/rejected": policy_rejected.detach(),
             **{k: v for k, v in extras.items() if k.startswith("logits/")},
-            **{k: v.float().mean() for k, v in metrics.items() if v.numel() > 0},
+            **metrics,
         }
-        return losses.mean(), {f"{prefix}{k}": float(v) for k, v in logged.items()}
+        self.metrics.add_all(train_eval, rows)
+        prefix = "eval_" if train_eval == "eval" else ""
+        return losses.mean(), {f"{prefix}{k}": v for k, v in self.metrics.batch_means(rows).items()}
 
-    # ------------------------------------------------------------------ curriculum (MFPO)
-    @torch.no_grad()
-    def score_difficulty(self, cache_file: str | None = None) -> list[float]:
-        """Per training row: the mean entropy of the policy's next-token distribution over y_w.
+    def store_metrics(self, metrics: dict[str, float], train_eval: Literal["train", "eval"] = "train") -> None:
+        """Our metrics are stored as (sum, count) by ``get_batch_loss_metrics``; TRL's per-batch means are not kept."""
 
-        MFPO's easy-to-hard schedule trains on the thirds of these scores in increasing order. With
-        ``cache_file``, scores computed earlier for the same training set are reused (resume).
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Add the stage's metrics: means over rows since the last log, summed across ranks in a fixed key order."""
+        split = "train" if "loss" in logs else "eval"
+        prefix = "eval_" if split == "eval" else ""
+        reduced = self.metrics.pop(split, lambda t: self.accelerator.reduce(t.to(self.accelerator.device), "sum"))
+        logs.update({f"{prefix}{k}": v for k, v in reduced.items()})
+        return Trainer.log(self, logs, *args, **kwargs)
+
+    # ------------------------------------------------------------------ one-off work when training begins
+    def prepare_training(self) -> None:
+        """Precompute reference log-probs and score the curriculum, on the wrapped model (called at train begin)."""
+        if self.plan.precompute_reference:
+            self.precompute_reference()
+        if self.plan.curriculum:
+            self.score_difficulty()
+
+    def _policy(self):
+        return self.model_wrapped if self.model_wrapped is not None else self.model
+
+    def scoring_batches(self, dataset, desc: str) -> Iterator[dict]:
+        """Every row of ``dataset`` once (no drop_last), this rank's share, at the training batch size.
+
+        The row list is padded (repeating its first rows) to a whole number of rounds, so every rank
+        runs the same number of forwards (ZeRO-3 and FSDP need it); the gathered results are written
+        by row id, so repeated rows write the same values twice.
         """
-        import json
-        import os
+        world, rank = max(self.args.world_size, 1), self.args.process_index
+        size = self.args.per_device_train_batch_size
+        order = list(range(len(dataset)))
+        order += [order[i % len(order)] for i in range(-len(order) % (world * size))]
+        starts = range(rank * size, len(order), world * size)
+        for start in tqdm(starts, desc=desc, disable=not self.is_world_process_zero()):
+            batch = self.data_collator([dataset[i] for i in order[start : start + size]])
+            yield send_to_device(batch, self.accelerator.device)
 
-        fingerprint = getattr(self.train_dataset, "_fingerprint", None)
-        if cache_file and os.path.exists(cache_file):
-            cached = json.loads(open(cache_file, encoding="utf-8").read())
-            if cached.get("fingerprint") == fingerprint and len(cached["scores"]) == len(self.train_dataset):
-                self.difficulty = cached["scores"]
-                return self.difficulty
+    def _datasets(self) -> list:
+        eval_sets = self.eval_dataset
+        if isinstance(eval_sets, dict):
+            eval_sets = list(eval_sets.values())
+        elif eval_sets is not None:
+            eval_sets = [eval_sets]
+        return [d for d in [self.train_dataset, *(eval_sets or [])] if d is not None]
 
-        scores = torch.zeros(len(self.train_dataset), dtype=torch.float64)
-        model = self.model_wrapped if self.model_wrapped is not None else self.model
-        loader = self.get_eval_dataloader(self.train_dataset)
-        for batch in tqdm(loader, desc="Scoring rows by token entropy", disable=not self.is_world_process_zero()):
-            info = batch.pop(INFO_KEY)
-            inputs = {k: v for k, v in batch.items() if k != "labels"}
-            logits = model(**inputs, return_dict=True, use_cache=False).logits.float()
-            size = info["row_id"].shape[0]
-            labels = batch["labels"][:size, 1:]  # the chosen rows, shifted for next-token prediction
-            logprobs = torch.log_softmax(logits[:size, :-1], dim=-1)
-            entropy = -(logprobs.exp() * logprobs).sum(-1)
-            mask = (labels != -100).float()
-            mean_entropy = (entropy * mask).sum(-1) / mask.sum(-1).clamp(min=1)
-            row_ids, mean_entropy = self.accelerator.gather_for_metrics((info["row_id"].to(logits.device), mean_entropy))
-            scores[row_ids.cpu()] = mean_entropy.double().cpu()
-        self.difficulty = scores.tolist()
-        if cache_file and self.is_world_process_zero():
-            os.makedirs(os.path.dirname(cache_file) or ".", exist_ok=True)
-            with open(cache_file, "w", encoding="utf-8") as f:
-                json.dump({"fingerprint": fingerprint, "scores": self.difficulty}, f)
-        return self.difficulty
-
-    # ------------------------------------------------------------------ precomputed reference
     @torch.no_grad()
     def precompute_reference(self) -> None:
-        """Reference log-probs of every training row on the clean and token views, computed once.
+        """Reference log-probs of every row of the run (train and eval sets) on the clean and token views.
 
         The reference is frozen, so reusing them gives the same loss as computing them each step.
-        Every rank computes a shard and the shards are gathered, so every rank holds the table.
+        Every rank computes a share and the shares are gathered, so every rank holds the whole table.
         """
-        views = [p.view for p in self.plan.passes if p.model == REFERENCE and p.view not in TENSOR_VIEWS]
-        size = len(self.train_dataset)
-        tables = {view: torch.zeros(size, 2, dtype=torch.float32) for view in views}
-        loader = self.get_eval_dataloader(self.train_dataset)
-        model = self.model_wrapped if self.model_wrapped is not None else self.model
-        for batch in tqdm(loader, desc="Precomputing reference log-probs", disable=not self.is_world_process_zero()):
-            info = batch.pop(INFO_KEY)
-            for view in views:
-                inputs = batch if view == CLEAN else info["views"][view]
-                chosen, rejected = self.compute_reference_log_probs(model, inputs)
-                row_ids, chosen, rejected = self.accelerator.gather_for_metrics(
-                    (info["row_id"].to(chosen.device), chosen, rejected)
-                )
-                tables[view][row_ids.cpu()] = torch.stack([chosen, rejected], dim=-1).float().cpu()
+        views = list(dict.fromkeys(p.view for p in self.plan.passes if p.model == REFERENCE and p.view not in TENSOR_VIEWS))
+        datasets = self._datasets()
+        size = max(max(d["row_id"]) for d in datasets) + 1
+        tables = {view: torch.full((size, 2), float("nan"), dtype=torch.float32) for view in views}
+        model = self._policy()
+        for dataset in datasets:
+            for batch in self.scoring_batches(dataset, "Precomputing reference log-probs"):
+                info = batch.pop(INFO_KEY)
+                n_pairs = len(info["rows"])
+                for view in views:
+                    inputs = batch if view == CLEAN else info["views"][view]
+                    logps = self._reference_logps(model, inputs)
+                    pairs = torch.stack([logps[:n_pairs], logps[n_pairs:]], dim=-1)
+                    row_ids, pairs = self.accelerator.gather((info["row_id"].to(pairs.device), pairs))
+                    tables[view][row_ids.cpu()] = pairs.float().cpu()
         self.reference_table = tables
+
+    @torch.no_grad()
+    def score_difficulty(self) -> list[float]:
+        """Per training row: the mean entropy of the policy's next-token distribution over y_w.
+
+        MFPO's easy-to-hard schedule trains on the thirds of these scores in increasing order. A
+        resumed run reloads the scores its checkpoint kept (scores of the initial model), and a run
+        over the same training set reuses ``curriculum_scores.json`` in the output folder.
+        """
+        fingerprint = getattr(self.train_dataset, "_fingerprint", None)
+        for folder in (self.resume_checkpoint, self.args.output_dir):
+            path = os.path.join(folder, CURRICULUM_FILE) if folder else None
+            if path and os.path.exists(path):
+                cached = json.loads(open(path, encoding="utf-8").read())
+                if cached.get("fingerprint") == fingerprint and len(cached["scores"]) == len(self.train_dataset):
+                    self.difficulty = cached["scores"]
+                    return self.difficulty
+
+        scores = torch.zeros(len(self.train_dataset), dtype=torch.float64)
+        model = self._policy()
+        for batch in self.scoring_batches(self.train_dataset, "Scoring rows by token entropy"):
+            info = batch.pop(INFO_KEY)
+            n_pairs = len(info["rows"])
+            chosen = take_rows(batch, info["counts"], n_pairs)
+            inputs = {k: v for k, v in chosen.items() if k != "labels"}
+            logits = model(**inputs, return_dict=True, use_cache=False).logits
+            entropy = response_entropy(logits, chosen["labels"])
+            row_ids, entropy = self.accelerator.gather((info["row_id"].to(entropy.device), entropy))
+            scores[row_ids.cpu()] = entropy.double().cpu()
+        self.difficulty = scores.tolist()
+        self.save_curriculum(self.args.output_dir)
+        return self.difficulty
+
+    def save_curriculum(self, folder: str) -> None:
+        """Keep the curriculum scores in ``folder`` (the output folder and every checkpoint)."""
+        if self.difficulty is None or not self.is_world_process_zero():
+            return
+        os.makedirs(folder, exist_ok=True)
+        fingerprint = getattr(self.train_dataset, "_fingerprint", None)
+        with open(os.path.join(folder, CURRICULUM_FILE), "w", encoding="utf-8") as f:
+            json.dump({"fingerprint": fingerprint, "scores": self.difficulty}, f)
 
 
 def _patch_layout(processor) -> PatchLayout:

@@ -10,7 +10,6 @@ stage's plan and objective.
 
 from __future__ import annotations
 
-import os
 from typing import TYPE_CHECKING, Optional
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
@@ -30,13 +29,32 @@ if TYPE_CHECKING:
     from llamafactory.hparams import DataArguments, FinetuningArguments, ModelArguments
 
 
-CURRICULUM_FILE = "curriculum_scores.json"
-
-
-def _with_row_ids(dataset):
-    if dataset is None or "row_id" in dataset.column_names:
+def with_row_ids(dataset, offset: int = 0):
+    """``dataset`` with a ``row_id`` column: offset, offset + 1, ... (unique across the run's datasets)."""
+    if dataset is None:
         return dataset
-    return dataset.add_column("row_id", list(range(len(dataset))))
+    if "row_id" in dataset.column_names:
+        dataset = dataset.remove_columns("row_id")
+    return dataset.add_column("row_id", list(range(offset, offset + len(dataset))))
+
+
+def number_rows(dataset_module: dict) -> dict:
+    """Row ids unique across the training set and every eval set (train first), so that tables keyed
+    by row id (precomputed reference log-probs) never confuse a training row with an eval row."""
+    offset = 0
+    if dataset_module.get("train_dataset") is not None:
+        dataset_module["train_dataset"] = with_row_ids(dataset_module["train_dataset"], offset)
+        offset += len(dataset_module["train_dataset"])
+    eval_sets = dataset_module.get("eval_dataset")
+    if isinstance(eval_sets, dict):
+        numbered = {}
+        for name, dataset in eval_sets.items():
+            numbered[name] = with_row_ids(dataset, offset)
+            offset += len(dataset)
+        dataset_module["eval_dataset"] = numbered
+    elif eval_sets is not None:
+        dataset_module["eval_dataset"] = with_row_ids(eval_sets, offset)
+    return dataset_module
 
 
 def build_trainer(
@@ -58,12 +76,7 @@ def build_trainer(
     )
     with preference_data(data_plan):
         dataset_module = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
-    if "train_dataset" in dataset_module:
-        dataset_module["train_dataset"] = _with_row_ids(dataset_module["train_dataset"])
-    if isinstance(dataset_module.get("eval_dataset"), dict):
-        dataset_module["eval_dataset"] = {k: _with_row_ids(v) for k, v in dataset_module["eval_dataset"].items()}
-    elif dataset_module.get("eval_dataset") is not None:
-        dataset_module["eval_dataset"] = _with_row_ids(dataset_module["eval_dataset"])
+    number_rows(dataset_module)
 
     model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
     data_collator = ViewPairwiseDataCollator(
@@ -93,6 +106,7 @@ def build_trainer(
         plan=plan,
         objective=spec.load_objective(),
         objective_inputs=spec.inputs,
+        metric_keys=spec.metric_keys,
         **dataset_module,
         **tokenizer_module,
     )
@@ -109,10 +123,14 @@ def run_preference(
     plan = trainer.plan
 
     if training_args.do_train:
-        if plan.precompute_reference:
-            trainer.precompute_reference()
-        if plan.curriculum:  # cached next to the output: a resumed run reuses the scores
-            trainer.score_difficulty(os.path.join(training_args.output_dir, CURRICULUM_FILE))
+        # reference precompute and curriculum scoring run when training begins, on the wrapped model;
+        # a resumed run reloads the curriculum scores its checkpoint kept
+        resume = training_args.resume_from_checkpoint
+        if resume is True or resume == "True":
+            from transformers.trainer_utils import get_last_checkpoint
+
+            resume = get_last_checkpoint(training_args.output_dir)
+        trainer.resume_checkpoint = resume or None
         train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
         trainer.save_model()
         trainer.log_metrics("train", train_result.metrics)

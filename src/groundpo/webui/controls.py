@@ -185,8 +185,8 @@ CONTROLS: dict[str, Control] = {
                 "ko": "1000 스텝 VCD 노이즈 스케줄의 스텝 t (클수록 노이즈 증가). 논문: 500.",
                 "ja": "1000 ステップの VCD ノイズスケジュールにおけるステップ t（大きいほどノイズが強い）。論文: 500。",
             },
-            minimum=1,
-            maximum=1000,
+            minimum=0,
+            maximum=999,
             step=1,
         ),
         _control(
@@ -259,6 +259,8 @@ def field_of(key: str, spec=None) -> tuple[type, Field] | None:
 
 def default_value(key: str, spec=None) -> Any:
     """The dataclass default of ``key``: the one source of every control's initial value."""
+    if key == "pref_beta" and spec is not None and getattr(spec, "default_beta", None) is not None:
+        return spec.default_beta  # the stage's paper β (JoMPO: 0.05), as a config without pref_beta gets
     found = field_of(key, spec)
     if found is None:
         raise KeyError(f"No argument dataclass defines `{key}`.")
