@@ -183,3 +183,56 @@ def test_region_diffusion_noises_only_inside_the_region():
     assert not changed[:, outside].any()
     whole = SPATIAL_CORRUPTIONS["region_diffusion"](images, torch.Generator().manual_seed(0), CorruptionSpec(), None)
     assert (whole != images).all()
+
+
+def test_a_still_image_gets_one_noise_draw_for_both_temporal_copies():
+    """Qwen stores a still image as two identical temporal copies; independent noise per copy would leave
+    the patch embedding (which mixes the copies) with √(1−ᾱ)/√2 ≈ 0.36 instead of 0.505 at t = 500."""
+    import numpy as np
+    from transformers import Qwen2VLImageProcessor
+
+    from groundpo.corruption import PatchLayout, patches_to_images
+
+    processor = Qwen2VLImageProcessor(min_pixels=112 * 112, max_pixels=224 * 224, patch_size=14, merge_size=2, temporal_patch_size=2)
+    image = np.random.RandomState(0).randint(0, 255, (224, 224, 3)).astype(np.uint8)
+    out = processor(images=[image], return_tensors="pt")
+    grid = out["image_grid_thw"]
+    batch = {"pixel_values": torch.cat([out["pixel_values"]] * 2), "image_grid_thw": torch.cat([grid] * 2)}
+    counts = {"images": [1, 1], "videos": [0, 0], "audios": [0, 0]}
+    noisy = corrupt_batch(batch, counts, [V], {"visual": CorruptionSpec("diffusion", diffusion_steps=500)}, seed=3)
+    clean = patches_to_images(out["pixel_values"], grid[0], PatchLayout())
+    frames = patches_to_images(noisy["pixel_values"][: out["pixel_values"].shape[0]], grid[0], PatchLayout())
+    assert torch.equal(frames[0], frames[1])  # the same noise on both copies
+    noise = (frames[0] - math.sqrt(vcd_alpha_bar(500)) * clean[0]) / math.sqrt(1 - vcd_alpha_bar(500))
+    assert noise.std().item() == pytest.approx(1.0, abs=0.02)  # unit noise at full strength √(1−ᾱ) ≈ 0.505
+    mixed = (frames[0] + frames[1]) / 2 - math.sqrt(vcd_alpha_bar(500)) * clean[0]  # what a temporal average sees
+    assert mixed.std().item() == pytest.approx(math.sqrt(1 - vcd_alpha_bar(500)), rel=0.03)
+
+
+def test_minicpm_o_video_frames_are_corrupted():
+    """MiniCPM-V's plugin puts video frames into ``pixel_values``: a video row's visual sensitivity view
+    must corrupt them (a row with no *image* is not a row without visual input)."""
+    g = torch.Generator().manual_seed(0)
+    video = [torch.randn(3, 4, 4, generator=g) for _ in range(3)]
+    frames = [video, [t.clone() for t in video]]  # one pair: the chosen and the rejected row share the video
+    batch = {"pixel_values": [[t.clone() for t in row] for row in frames], "tgt_sizes": [torch.tensor([[2, 2]] * 3)] * 2}
+    counts = {"images": [0, 0], "videos": [1, 1], "audios": [0, 0]}
+    out = corrupt_batch(batch, counts, [V], SPECS, seed=0, family="minicpm_o")
+    for row in range(2):
+        assert all(not torch.equal(a, b) for a, b in zip(out["pixel_values"][row], frames[row]))
+    assert torch.equal(out["pixel_values"][0][0], out["pixel_values"][1][0])  # chosen and rejected copy alike
+
+
+def test_noise_follows_the_row_id_not_the_place_in_the_batch():
+    """A resumed run may batch a row with other rows or on another position: its noise must not change."""
+    batch = _qwen_batch()
+    first = corrupt_batch(batch, _counts(2), [V, V], SPECS, seed=9, row_keys=[17, 4])
+    swapped = {
+        **batch,
+        "pixel_values_videos": torch.cat([batch["pixel_values_videos"][k * 4 : k * 4 + 4] for k in (1, 0, 3, 2)]),
+    }
+    second = corrupt_batch(swapped, _counts(2), [V, V], SPECS, seed=9, row_keys=[4, 17])
+    assert torch.equal(first["pixel_values_videos"][:4], second["pixel_values_videos"][4:8])  # row 17
+    assert torch.equal(first["pixel_values_videos"][4:8], second["pixel_values_videos"][:4])  # row 4
+    other_step = corrupt_batch(batch, _counts(2), [V, V], SPECS, seed=10, row_keys=[17, 4])
+    assert not torch.equal(first["pixel_values_videos"], other_step["pixel_values_videos"])

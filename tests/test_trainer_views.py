@@ -133,3 +133,133 @@ def test_precomputed_reference_gives_the_same_loss(tiny_omni, tmp_path):
         assert results[0][0] == pytest.approx(results[1][0], rel=1e-5, abs=1e-6)
         for key in ("rewards/chosen", "mod/lr_text", "mod/margin"):
             assert results[0][1][key] == pytest.approx(results[1][1][key], rel=1e-4, abs=1e-5)
+
+
+# ------------------------------------------------------------------------------- scale: evaluation, ranks, passes
+def _two_datasets(tmp_path, n_train: int, n_eval: int, like: str = "demo_mod_dpo", source: str = "mod_pref.json"):
+    import json
+
+    from conftest import DATA_DIR, demo_rows
+
+    rows = demo_rows(source, n_train + n_eval)
+    folder = tmp_path / "data"
+    folder.mkdir(parents=True, exist_ok=True)
+    info = json.loads((DATA_DIR / "dataset_info.json").read_text())[like]
+    entries = {}
+    for name, part in (("train_rows", rows[:n_train]), ("eval_rows", rows[n_train:])):
+        (folder / f"{name}.json").write_text(json.dumps(part))
+        entries[name] = {**info, "file_name": f"{name}.json"}
+    (folder / "dataset_info.json").write_text(json.dumps(entries))
+    return folder
+
+
+def test_eval_with_a_precomputed_reference_equals_eval_with_a_live_reference(tiny_omni, tmp_path):
+    """The eval set is larger than the training set and its rows are not training rows: the table must
+    hold the eval rows' own reference log-probs (and never index past the training rows)."""
+    data = _two_datasets(tmp_path, n_train=4, n_eval=10)
+    common = dict(dataset="train_rows", eval_dataset="eval_rows", dataset_dir=str(data), do_eval=True,
+                  per_device_eval_batch_size=2, mod_alternate_modalities=False)
+    live = _build(tiny_omni, tmp_path / "live", **common)
+    pre = _build(tiny_omni, tmp_path / "pre", mod_precompute_reference=True, **common)
+    assert len(pre.train_dataset) == 4 and len(pre.eval_dataset) == 10
+    assert sorted(pre.eval_dataset["row_id"]) == list(range(4, 14))  # unique across the run's datasets
+    pre.precompute_reference()
+    assert pre.reference_table[CLEAN].shape == (14, 2) and torch.isfinite(pre.reference_table[CLEAN]).all()
+
+    calls = []
+    hook = pre.ref_model.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        with_table = pre.evaluate()
+    finally:
+        hook.remove()
+    assert calls == []  # every eval reference value came from the table
+    without = live.evaluate()
+    keys = [k for k in without if k.startswith("eval_") and k not in ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second")]
+    assert {"eval_loss", "eval_mod/lr_text", "eval_rewards/chosen"} <= set(keys)
+    for key in keys:
+        assert with_table[key] == pytest.approx(without[key], abs=1e-6), key
+
+
+def test_every_row_is_scored_even_with_drop_last(tiny_omni, tmp_path):
+    """dataloader_drop_last drops a short last batch in training; precompute and curriculum must not."""
+    data = _two_datasets(tmp_path, n_train=5, n_eval=0)
+    trainer = _build(tiny_omni, tmp_path, dataset="train_rows", dataset_dir=str(data), dataloader_drop_last=True,
+                     mod_precompute_reference=True, per_device_train_batch_size=2, per_device_eval_batch_size=1)
+    sizes = []
+    collate = trainer.data_collator.__call__
+    trainer.data_collator = lambda features: sizes.append(len(features)) or collate(features)
+    trainer.precompute_reference()
+    assert torch.isfinite(trainer.reference_table[CLEAN]).all() and trainer.reference_table[CLEAN].shape == (5, 2)
+    assert (trainer.reference_table[CLEAN] != 0).all()
+    assert sizes == [2, 2, 2]  # the training batch size (not the eval one), the last batch padded with a repeat
+    # each row's value is its own: recompute row 4 alone
+    single = trainer.data_collator([trainer.train_dataset[4]])
+    info = single.pop(INFO_KEY)
+    alone = trainer._reference_logps(trainer.model, single)
+    assert trainer.reference_table[CLEAN][4].tolist() == pytest.approx(alone.tolist(), abs=1e-5)
+
+
+def test_a_view_skipped_here_still_runs_when_another_rank_needs_it(trainer, batches):
+    """Eval batches are not modality-homogeneous: rank 0 may hold only audiovisual rows (no invariance
+    term) while rank 1 holds a visual row. Every rank must then run the invariance pass (ZeRO-3 hangs
+    otherwise); the audiovisual rows are masked out of the term."""
+    batch = dict(batches["audiovisual"])
+    info = batch.pop(INFO_KEY)
+    assert not trainer.tensor_view_needed(info, "inv")  # alone: nobody needs it
+    trainer._any_rank = lambda flag: True  # another rank holds a row that needs it
+    try:
+        table, _ = trainer.compute_table(trainer.model, batch, info)
+    finally:
+        del trainer._any_rank
+    assert (POLICY, "inv") in table
+    kwargs = trainer.objective_inputs(table, info, trainer.finetuning_args)
+    assert kwargs["inv_mask"].tolist() == [False] * len(info["rows"])
+    table, _ = trainer.compute_table(trainer.model, batch, info)
+    assert (POLICY, "inv") not in table
+
+
+def test_every_pass_with_gradient_is_one_forward_and_equals_separate_forwards(tiny_omni, tmp_path):
+    from conftest import build_trainer_for
+
+    from groundpo.train.logps import sequence_logps
+
+    trainer = build_trainer_for(tiny_omni, tmp_path, stage="jompo", dataset="demo_jompo")
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    info = batch.pop(INFO_KEY)
+    grad_calls = []
+    hook = trainer.model.register_forward_hook(lambda m, a, out: grad_calls.append(torch.is_grad_enabled()))
+    try:
+        table, _ = trainer.compute_table(trainer.model, batch, info)
+    finally:
+        hook.remove()
+    assert grad_calls.count(True) == 1  # clean, text-only and contrast views: one forward
+    for view in (CLEAN, "text", "contrast"):
+        inputs, _ = trainer.view_batch(batch, info, view, trainer.noise_seed())
+        with torch.no_grad():
+            alone = sequence_logps(trainer.model, inputs).logps
+        joined = torch.cat(table[(POLICY, view)]).detach()
+        assert joined.tolist() == pytest.approx(alone.tolist(), abs=1e-4), view
+
+
+def test_conditional_passes_score_only_the_chosen_rows(tiny_omni, tmp_path):
+    """OmniDPO's v' and a' terms use log π(y_w | corrupted) only: the rejected rows are not run."""
+    from conftest import build_trainer_for
+
+    trainer = build_trainer_for(tiny_omni, tmp_path, stage="omni_dpo", dataset="demo_mod_dpo")
+    batch = dict(next(iter(trainer.get_train_dataloader())))
+    info = batch.pop(INFO_KEY)
+    rows_seen = {"policy": [], "ref": []}
+    hooks = [
+        trainer.model.register_forward_pre_hook(lambda m, a, k: rows_seen["policy"].append(k["input_ids"].shape[0]), with_kwargs=True),
+        trainer.ref_model.register_forward_pre_hook(lambda m, a, k: rows_seen["ref"].append(k["input_ids"].shape[0]), with_kwargs=True),
+    ]
+    try:
+        table, _ = trainer.compute_table(trainer.model, batch, info)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    pairs = len(info["rows"])
+    assert rows_seen["ref"] == [2 * pairs, pairs, pairs]  # clean, v' (chosen), a' (chosen)
+    assert rows_seen["policy"] == [2 * pairs + pairs + pairs]  # one forward: clean + v' + a' chosen rows
+    for view in ("vcorrupt", "acorrupt"):
+        assert table[(POLICY, view)][1] is None and table[(POLICY, view)][0].shape == (pairs,)

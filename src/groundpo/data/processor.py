@@ -51,12 +51,14 @@ def _image_size(image) -> tuple[int, int]:
 
 
 def _size_value(size, *keys):
-    if isinstance(size, dict):
-        for key in keys:
-            if size.get(key) is not None:
-                return int(size[key])
-        return None
-    return int(size) if size is not None else None
+    """An entry of an image processor's ``size`` / ``crop_size`` (a dict, transformers' SizeDict or an int)."""
+    if size is None or isinstance(size, (int, float)):
+        return int(size) if size is not None else None
+    for key in keys:
+        value = size.get(key) if isinstance(size, dict) else getattr(size, key, None)
+        if value is not None:
+            return int(value)
+    return None
 
 
 def relative_region(region, images, image_processor=None) -> list[float] | None:

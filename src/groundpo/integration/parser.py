@@ -63,9 +63,10 @@ def check_stage_keys(args: dict[str, Any] | list[str] | None) -> None:
 
 
 # What our stages need where upstream's defaults fail them, set unless the config says otherwise.
-# - use_reentrant_gc: false. Reentrant checkpointing re-runs the forward inside the backward; DDP with
-#   find_unused_parameters then marks parameters ready twice ("Expected to mark a variable ready only
-#   once"). Non-reentrant checkpointing works with DDP, ZeRO-3 and FSDP alike.
+# - use_reentrant_gc: false (without DeepSpeed). Reentrant checkpointing re-runs the forward inside the
+#   backward; DDP with find_unused_parameters then marks parameters ready twice ("Expected to mark a
+#   variable ready only once"). Under DeepSpeed ZeRO-3 upstream's reentrant default stays: non-reentrant
+#   recomputation sees ZeRO-3's partitioned parameters with other shapes (CheckpointError with LoRA).
 # - ddp_find_unused_parameters: true (full and freeze tuning). A step of a multimodal stage may leave a
 #   tower unused (no audio in a batch, a text-only view) and Qwen2.5-Omni never uses
 #   `audio_bos_eos_token`; plain DDP then fails. LoRA keeps upstream's False: only adapters train.
@@ -97,7 +98,7 @@ def with_stage_defaults(args: dict[str, Any] | list[str] | None) -> dict[str, An
     if not is_registered(stage):
         return args
     given = given_keys(args)
-    defaults = dict(STAGE_RUNTIME_DEFAULTS)
+    defaults = dict(STAGE_RUNTIME_DEFAULTS) if not _given_value(args, "deepspeed") else {}
     if _given_value(args, "finetuning_type", "lora") != "lora":
         defaults.update(FULL_TUNING_DEFAULTS)
     if get_stage(stage).default_beta is not None:

@@ -68,6 +68,7 @@ def model_inputs(batch: dict) -> tuple[dict, torch.Tensor]:
 
 
 def forward_logits(model, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    batch = {k: (v.detach().clone() if torch.is_tensor(v) else v) for k, v in batch.items()}
     inputs, labels = model_inputs(batch)
     return model(**inputs, return_dict=True, use_cache=False).logits, labels
 

@@ -36,6 +36,7 @@ from typing import Any, Callable, Iterator, Literal
 
 import torch
 from accelerate.utils import send_to_device
+from llamafactory.extras import logging
 from llamafactory.train.dpo.trainer import CustomDPOTrainer
 from tqdm.auto import tqdm
 from transformers import Trainer, TrainerCallback
@@ -51,6 +52,7 @@ from .logps import response_entropy, sequence_logps
 from .metrics import MetricStore
 
 CURRICULUM_FILE = "curriculum_scores.json"
+logger = logging.get_logger(__name__)
 
 
 class _TrainingBegins(TrainerCallback):
@@ -304,6 +306,8 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         size = max(max(d["row_id"]) for d in datasets) + 1
         tables = {view: torch.full((size, 2), float("nan"), dtype=torch.float32) for view in views}
         model = self._policy()
+        runs_on = type(self.ref_model if self.ref_model is not None else model).__name__
+        logger.info_rank0(f"Precomputing reference log-probs on {runs_on} ({size} rows, views: {', '.join(views)}).")
         for dataset in datasets:
             for batch in self.scoring_batches(dataset, "Precomputing reference log-probs"):
                 info = batch.pop(INFO_KEY)
@@ -335,6 +339,7 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
 
         scores = torch.zeros(len(self.train_dataset), dtype=torch.float64)
         model = self._policy()
+        logger.info_rank0(f"Scoring rows by token entropy on {type(model).__name__} ({len(scores)} rows).")
         for batch in self.scoring_batches(self.train_dataset, "Scoring rows by token entropy"):
             info = batch.pop(INFO_KEY)
             n_pairs = len(info["rows"])

@@ -57,6 +57,24 @@ def number_rows(dataset_module: dict) -> dict:
     return dataset_module
 
 
+def _deepspeed_comm_ready(training_args) -> None:
+    """Let DeepSpeed see the process group before ZeRO-3 partitions the model at load time.
+
+    On GPUs, transformers initialises DeepSpeed's communication itself. With ``use_cpu`` it starts
+    torch.distributed (gloo) but not ``deepspeed.comm``, and ZeRO-3's ``zero.Init`` then believes it
+    runs alone (world size 1) and stops on a batch-size check. Joining DeepSpeed to the existing
+    group makes ZeRO-3 run across CPU processes too (the CPU harness of the test suite uses it).
+    """
+    import torch.distributed as torch_dist
+
+    if not training_args.deepspeed or not torch_dist.is_available() or not torch_dist.is_initialized():
+        return
+    import deepspeed
+
+    if not deepspeed.comm.is_initialized():
+        deepspeed.init_distributed(dist_backend=torch_dist.get_backend())
+
+
 def build_trainer(
     model_args: "ModelArguments",
     data_args: "DataArguments",
@@ -67,6 +85,7 @@ def build_trainer(
     """Tokenizer, data, model, reference and trainer of the stage in ``finetuning_args.stage``."""
     spec = get_stage(finetuning_args.stage)
     plan = spec.plan(finetuning_args)
+    _deepspeed_comm_ready(training_args)
 
     tokenizer_module = load_tokenizer(model_args)
     tokenizer = tokenizer_module["tokenizer"]

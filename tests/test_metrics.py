@@ -1,0 +1,101 @@
+"""Logged metrics across ranks, and the log-prob arithmetic every objective is fed."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+import torch
+import torch.multiprocessing as mp
+
+from groundpo.train.logps import response_entropy, response_logps
+from groundpo.train.metrics import MetricStore, UndeclaredMetricError
+
+KEYS = ("loss_output", "loss_input", "rewards/chosen", "never")
+# what each rank adds over two batches, per key: rank 0 holds only output pairs, rank 1 only input pairs
+ADDED = {
+    0: [{"loss_output": [1.0, 3.0], "rewards/chosen": [0.5, 0.5], "loss_input": []},
+        {"loss_output": [5.0], "rewards/chosen": [2.0], "loss_input": []}],
+    1: [{"loss_input": [10.0], "rewards/chosen": [-1.0]},
+        {"loss_input": [20.0, 30.0], "rewards/chosen": [0.0, 1.0]}],
+}
+
+
+def _rank(rank: int, port: int, results) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    store = MetricStore(KEYS)
+    for batch in ADDED[rank]:
+        store.add_all("train", {k: torch.tensor(v) for k, v in batch.items()})
+
+    def all_reduce_sum(t):
+        dist.all_reduce(t, op=dist.ReduceOp.SUM)
+        return t
+
+    results[rank] = store.pop("train", all_reduce_sum)
+    results[f"{rank}-again"] = store.pop("train", all_reduce_sum)  # reset after logging
+    dist.destroy_process_group()
+
+
+def test_ranks_with_different_row_kinds_log_identical_row_weighted_means():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    results = mp.Manager().dict()
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_rank, args=(r, port, results)) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+    assert [p.exitcode for p in procs] == [0, 0]
+    assert results[0] == results[1]  # the same keys, in the same order, with the same values
+    assert list(results[0]) == ["loss_output", "loss_input", "rewards/chosen"]  # "never" had no row anywhere
+    assert results[0]["loss_output"] == pytest.approx((1 + 3 + 5) / 3)  # mean over rows, not over batch means
+    assert results[0]["loss_input"] == pytest.approx((10 + 20 + 30) / 3)
+    assert results[0]["rewards/chosen"] == pytest.approx((0.5 + 0.5 + 2.0 - 1.0 + 0.0 + 1.0) / 6)
+    assert results["0-again"] == results["1-again"] == {}
+
+
+def test_an_undeclared_metric_is_an_error_naming_it():
+    store = MetricStore(("a",))
+    with pytest.raises(UndeclaredMetricError, match="`b` is not declared"):
+        store.add("train", "b", torch.ones(2))
+
+
+def _upstream_logps(logits, labels):
+    """The textbook computation (as LLaMA-Factory's get_batch_logps): log_softmax, gather, masked sum."""
+    labels = labels[:, 1:].clone()
+    logits = logits[:, :-1].double()
+    mask = labels != -100
+    labels[~mask] = 0
+    per_token = torch.gather(logits.log_softmax(-1), 2, labels.unsqueeze(2)).squeeze(2)
+    return (per_token * mask).sum(-1), mask.sum(-1)
+
+
+def test_response_logps_with_and_without_gradient_match_the_textbook_computation():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(3, 7, 11, generator=g)
+    labels = torch.randint(0, 11, (3, 7), generator=g)
+    labels[:, :3] = -100
+    labels[1, 5:] = -100
+    expected, count = _upstream_logps(logits, labels)
+    with torch.no_grad():
+        row_by_row, tokens = response_logps(logits, labels)
+    assert torch.equal(tokens, count)
+    assert row_by_row.double().tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    leaf = logits.clone().requires_grad_(True)
+    with_grad, _ = response_logps(leaf, labels)
+    assert with_grad.requires_grad and with_grad.double().tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    with_grad.sum().backward()
+    assert leaf.grad[:, -1].abs().sum() == 0  # the last position predicts nothing
+
+
+def test_response_entropy_is_the_mean_entropy_over_answer_tokens():
+    logits = torch.tensor([[[0.0, 0.0], [10.0, -10.0], [0.0, 0.0], [0.0, 0.0]]])
+    labels = torch.tensor([[-100, 1, 0, -100]])  # logits at positions 0 (uniform) and 1 (peaked) predict them
+    entropy = response_entropy(logits, labels)
+    uniform, peaked = torch.log(torch.tensor(2.0)), torch.tensor(0.0)
+    assert entropy.item() == pytest.approx(((uniform + peaked) / 2).item(), abs=1e-6)
