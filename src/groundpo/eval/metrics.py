@@ -10,6 +10,12 @@ third-party AVHBench scorer tests ``"no" in prediction`` and so marks "I don't k
 tests in ``tests/test_eval_metrics.py`` pin that we do not.
 
 Multiple-choice answers (DailyOmni, MVBench, MMAU) are read by :func:`parse_choice`.
+
+The image hallucination benchmarks: :func:`pope_scores` (POPE), :func:`amber_discriminative_scores`
+and :func:`amber_generative_scores` (AMBER), :func:`chair_scores` (Object HalBench's CHAIR) and
+:func:`mmhal_scores` with :func:`parse_mmhal_rating` (MMHal-Bench). Each follows its official
+scorer's rule (read, not copied); where that rule is needlessly brittle a ``lenient`` reading with
+:func:`parse_yes_no` is computed beside it.
 """
 
 from __future__ import annotations
@@ -19,6 +25,16 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 __all__ = [
+    "AMBER_DIMENSIONS",
+    "MMHAL_QUESTION_TYPES",
+    "amber_answer",
+    "amber_discriminative_scores",
+    "amber_generative_scores",
+    "chair_scores",
+    "mmhal_scores",
+    "parse_mmhal_rating",
+    "pope_answer",
+    "pope_scores",
     "choice_scores",
     "cmm_official_hit",
     "cmm_scores",
@@ -406,3 +422,293 @@ def choice_scores(
         raise ValueError(f"{len(golds)} gold answers but {len(preds)} predictions")
     correct = sum(g == p for g, p in zip(golds, preds))
     return {"accuracy": _pct(correct, len(golds)), "n": len(golds), "unparsed": sum(p is None for p in preds)}
+
+
+# ---------------------------------------------------------------------------------------------
+# POPE
+# ---------------------------------------------------------------------------------------------
+
+YES_NO_RULES = ("official", "lenient")
+
+
+def _check_rule(rule: str) -> None:
+    if rule not in YES_NO_RULES:
+        raise ValueError(f"rule must be 'official' or 'lenient', not {rule!r}")
+
+
+def pope_answer(text: str | None, rule: str = "official") -> str | None:
+    """A POPE answer as the benchmark reads it.
+
+    ``rule="official"`` (POPE's and LLaVA's ``eval_pope``): keep the text before the first ".",
+    drop commas, split on spaces; "no" if one of the words is exactly "No", "no" or "not", otherwise
+    "yes" -- so every answer parses, and "I don't know" is a yes. ``rule="lenient"``:
+    :func:`parse_yes_no` (``None`` when there is no answer)."""
+    _check_rule(rule)
+    if rule == "lenient":
+        return parse_yes_no(text)
+    first = (text or "").split(".")[0].replace(",", "")
+    words = first.split(" ")
+    return "no" if {"No", "no", "not"} & set(words) else "yes"
+
+
+def pope_scores(golds: Iterable[Any], preds: Iterable[str | None], rule: str = "official") -> dict[str, Any]:
+    """POPE scores in percent, "yes" the positive class: ``accuracy``, ``precision`` (% of yes answers
+    that are right), ``recall`` (% of gold yes answered yes), ``f1``, ``yes_ratio`` (% of answers
+    that are yes), ``n`` and ``unparsed`` (lenient rule only: answers with no yes/no, counted wrong)."""
+    golds = [_gold_yes_no(g, i) for i, g in enumerate(golds)]
+    answers = [pope_answer(p, rule) for p in preds]
+    if len(golds) != len(answers):
+        raise ValueError(f"{len(golds)} gold answers but {len(answers)} predictions")
+    tp = sum(g == a == "yes" for g, a in zip(golds, answers))
+    said_yes = sum(a == "yes" for a in answers)
+    gold_yes = sum(g == "yes" for g in golds)
+    precision, recall = _pct(tp, said_yes), _pct(tp, gold_yes)
+    return {
+        "accuracy": _pct(sum(g == a for g, a in zip(golds, answers)), len(golds)),
+        "precision": precision,
+        "recall": recall,
+        "f1": harmonic_mean(precision, recall),
+        "yes_ratio": _pct(said_yes, len(golds)),
+        "n": len(golds),
+        "unparsed": sum(a is None for a in answers),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# AMBER
+# ---------------------------------------------------------------------------------------------
+
+# annotation "type" -> dimension (AMBER's own grouping: existence, attribute (state, number,
+# action), relation); any other discriminative type is a relation question, as in AMBER's scorer
+AMBER_DIMENSIONS = {
+    "discriminative-hallucination": "existence",
+    "discriminative-attribute-state": "state",
+    "discriminative-attribute-number": "number",
+    "discriminative-attribute-action": "action",
+}
+
+
+def amber_dimension(kind: str) -> str:
+    return AMBER_DIMENSIONS.get(kind, "relation")
+
+
+def amber_answer(text: str | None, rule: str = "official") -> str | None:
+    """An AMBER yes/no answer. ``official``: AMBER's scorer compares the response with the exact
+    strings "Yes" and "No" (we strip surrounding whitespace first): "Yes." and "yes" are neither.
+    ``lenient``: :func:`parse_yes_no`."""
+    _check_rule(rule)
+    if rule == "lenient":
+        return parse_yes_no(text)
+    t = (text or "").strip()
+    return {"Yes": "yes", "No": "no"}.get(t)
+
+
+def _amber_group(rows: list[tuple[str, str | None]]) -> dict[str, Any]:
+    # AMBER's precision and recall are those of the "no" answers
+    said_no = sum(a == "no" for _, a in rows)
+    gold_no = sum(g == "no" for g, _ in rows)
+    right_no = sum(g == a == "no" for g, a in rows)
+    precision, recall = _pct(right_no, said_no), _pct(right_no, gold_no)
+    return {
+        "accuracy": _pct(sum(g == a for g, a in rows), len(rows)),
+        "precision": precision,
+        "recall": recall,
+        "f1": harmonic_mean(precision, recall),
+        "n": len(rows),
+        "unparsed": sum(a is None for _, a in rows),
+    }
+
+
+def amber_discriminative_scores(
+    golds: Iterable[Any], preds: Iterable[str | None], kinds: Iterable[str], rule: str = "official"
+) -> dict[str, dict[str, Any]]:
+    """AMBER's discriminative scores in percent: ``accuracy``; ``precision`` = % of "No" answers
+    whose truth is no; ``recall`` = % of truth-no items answered "No"; ``f1`` their harmonic mean
+    (AMBER's scorer rounds P and R and adds 1e-4 to the denominator; we do not round). Groups:
+    ``overall``, ``existence``, ``attribute`` (state + number + action), ``state``, ``number``,
+    ``action``, ``relation`` (only those with items). ``kinds`` are the annotation ``type`` s."""
+    golds = [_gold_yes_no(g, i) for i, g in enumerate(golds)]
+    answers = [amber_answer(p, rule) for p in preds]
+    dims = [amber_dimension(k) for k in kinds]
+    if not len(golds) == len(answers) == len(dims):
+        raise ValueError(f"{len(golds)} gold answers, {len(answers)} predictions and {len(dims)} types")
+    rows = list(zip(golds, answers, dims))
+    groups = {
+        "overall": lambda d: True,
+        "existence": lambda d: d == "existence",
+        "attribute": lambda d: d in ("state", "number", "action"),
+        "state": lambda d: d == "state",
+        "number": lambda d: d == "number",
+        "action": lambda d: d == "action",
+        "relation": lambda d: d == "relation",
+    }
+    out = {}
+    for name, keep in groups.items():
+        sub = [(g, a) for g, a, d in rows if keep(d)]
+        if sub or name == "overall":
+            out[name] = _amber_group(sub)
+    return out
+
+
+def amber_generative_scores(
+    responses: Sequence[str],
+    annotations: Sequence[Mapping[str, Any]],
+    association: Mapping[str, Sequence[str]],
+    safe_words: Iterable[str],
+    extract_nouns: Any,
+    similar: Any = None,
+) -> dict[str, Any]:
+    """AMBER's generative scores in percent, the way AMBER's scorer counts them.
+
+    Per response, the nouns (``extract_nouns(text)``: AMBER tags with NLTK and lemmatises with
+    WordNet, see :mod:`groundpo.eval.language`) that are in AMBER's object vocabulary (the words of
+    ``relation.json``, ``association``) are its object mentions. A mention on the global safe list
+    is never a hallucination. A mention that is a truth object or one of its associated words covers
+    that truth object; otherwise, a mention that is a hallucination-target object or associated with
+    one hits that target; then, with ``similar(word, other)`` (AMBER: spaCy similarity > 0.8; None
+    turns synonym matching off), the first similar target is hit and a mention similar to a truth
+    word covers it instead of being a hallucination. Every other mention is hallucinated.
+
+    - ``chair``: % of mentions that are hallucinated;
+    - ``cover``: % of truth objects covered;
+    - ``hal``: % of responses with at least one hallucinated mention;
+    - ``cog``: % of hallucination-target objects hit;
+    - ``n``: responses; ``mentions``: mentions counted.
+    """
+    vocab = set(association)
+    for words in association.values():
+        vocab.update(words)
+    safe = set(safe_words)
+    totals = {"mentions": 0, "hallucinated": 0, "truth": 0, "covered": 0, "targets": 0, "hit": 0, "hal": 0}
+    for index, (text, ann) in enumerate(zip(responses, annotations, strict=True)):
+        truth, hallu = list(ann.get("truth") or []), list(ann.get("hallu") or [])
+        for word in truth + hallu:
+            if word not in association:
+                raise ValueError(f"AMBER annotation {index}: object {word!r} is not in relation.json")
+        # (word, object index) in AMBER's order: associated words first, then the objects themselves
+        safe_pairs = [(w, i) for i, t in enumerate(truth) for w in association[t]] + [(t, i) for i, t in enumerate(truth)]
+        hallu_pairs = [(w, i) for i, h in enumerate(hallu) for w in association[h]] + [(h, i) for i, h in enumerate(hallu)]
+        covered, hit = [False] * len(truth), [False] * len(hallu)
+        nouns = [n for n in extract_nouns(text or "") if n in vocab]
+        hallucinated = 0
+        for noun in nouns:
+            if noun in safe:
+                continue
+            idx = next((i for w, i in safe_pairs if w == noun), None)
+            if idx is not None:
+                covered[idx] = True
+                continue
+            idx = next((i for w, i in hallu_pairs if w == noun), None)
+            if idx is not None:
+                hit[idx] = True
+            if similar is not None:
+                idx = next((i for w, i in hallu_pairs if similar(noun, w)), None)
+                if idx is not None:
+                    hit[idx] = True
+                idx = next((i for w, i in safe_pairs if similar(noun, w)), None)
+                if idx is not None:
+                    covered[idx] = True
+                    continue
+            hallucinated += 1
+        totals["mentions"] += len(nouns)
+        totals["hallucinated"] += hallucinated
+        totals["truth"] += len(truth)
+        totals["covered"] += sum(covered)
+        totals["targets"] += len(hallu)
+        totals["hit"] += sum(hit)
+        totals["hal"] += hallucinated > 0
+    n = len(responses)
+    return {
+        "chair": _pct(totals["hallucinated"], totals["mentions"]),
+        "cover": _pct(totals["covered"], totals["truth"]),
+        "hal": _pct(totals["hal"], n),
+        "cog": _pct(totals["hit"], totals["targets"]),
+        "n": n,
+        "mentions": totals["mentions"],
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Object HalBench (CHAIR)
+# ---------------------------------------------------------------------------------------------
+
+
+def chair_scores(captions: list[str], gt_objects: list[set[str]], objects: Any = None) -> dict[str, Any]:
+    """CHAIR (Rohrbach et al. 2018) as Object HalBench reports it, in percent.
+
+    Each caption's COCO object mentions are found with the synonym table
+    (:class:`groundpo.eval.coco.CocoObjects`; plurals and two-word names such as "hot dog", "teddy
+    bear", "dining table" included); ``gt_objects[i]`` are the COCO categories (or synonyms) of
+    caption i's image. A mention is hallucinated when its category is not in the ground truth.
+
+    - ``chair_s``: % of captions with at least one hallucinated mention;
+    - ``chair_i``: % of all mentions that are hallucinated (every mention counts, repeats too);
+    - ``recall``: % of ground-truth objects mentioned (per caption, distinct categories), summed
+      over captions as Object HalBench's ``obj_rec``;
+    - ``n``, ``mentions``, ``hallucinated_mentions``.
+    """
+    from .coco import default_objects
+
+    objects = objects or default_objects()
+    if len(captions) != len(gt_objects):
+        raise ValueError(f"{len(captions)} captions but {len(gt_objects)} ground-truth sets")
+    hallucinated_caps = mentions = hallucinated = gt_total = found = 0
+    for text, gt in zip(captions, gt_objects):
+        truth = objects.normalise(gt)
+        cats = [c for _, c in objects.mentions(text or "")]
+        bad = [c for c in cats if c not in truth]
+        mentions += len(cats)
+        hallucinated += len(bad)
+        hallucinated_caps += bool(bad)
+        gt_total += len(truth)
+        found += len(set(cats) & truth)
+    return {
+        "chair_s": _pct(hallucinated_caps, len(captions)),
+        "chair_i": _pct(hallucinated, mentions),
+        "recall": _pct(found, gt_total),
+        "n": len(captions),
+        "mentions": mentions,
+        "hallucinated_mentions": hallucinated,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# MMHal-Bench
+# ---------------------------------------------------------------------------------------------
+
+# question type of item i is MMHAL_QUESTION_TYPES[i % 8] (the benchmark's 96 items cycle through them)
+MMHAL_QUESTION_TYPES = ("attribute", "adversarial", "comparison", "counting", "relation", "environment", "holistic", "other")
+_RATING_RE = re.compile(r"rating\s*:\s*\**\s*(\d+)", re.IGNORECASE)
+
+
+def parse_mmhal_rating(text: str | None) -> int | None:
+    """The judge's 0-6 rating from its review, or ``None``.
+
+    The review must state one rating as "Rating: N" (case-insensitive; "Rating: **4**" too) with N
+    in 0..6. No rating, a number out of range ("Rating: 7") or several different ratings give
+    ``None``, which MMHal-Bench's scorer counts as 0 (:func:`mmhal_scores`)."""
+    if not isinstance(text, str):
+        return None
+    values = {int(m.group(1)) for m in _RATING_RE.finditer(text)}
+    if len(values) != 1:
+        return None
+    value = values.pop()
+    return value if 0 <= value <= 6 else None
+
+
+def mmhal_scores(ratings: list[int | None]) -> dict[str, Any]:
+    """MMHal-Bench scores: ``score`` = mean rating (0-6); ``hallucination_rate`` = % of ratings
+    below 3; a missing rating (``None``: the review stated none, several or one out of range) counts
+    as 0, as in MMHal-Bench's scorer; ``n`` and ``unparsed`` (the ``None`` count)."""
+    values = []
+    for i, r in enumerate(ratings):
+        if r is not None and (isinstance(r, bool) or not isinstance(r, int) or not 0 <= r <= 6):
+            raise ValueError(f"rating {i} is {r!r}; expected an integer 0-6 or None")
+        values.append(0 if r is None else r)
+    n = len(values)
+    return {
+        "score": sum(values) / n if n else None,
+        "hallucination_rate": _pct(sum(v < 3 for v in values), n),
+        "n": n,
+        "unparsed": sum(r is None for r in ratings),
+    }

@@ -2,7 +2,9 @@
 
 For tests and demos: ``write_benchmark("avhbench", folder)`` writes a handful of items in the
 exact file format of the real benchmark, with 56x56 px, 1-2 s videos (MPEG-4 with an AAC track,
-written with PyAV), 16 kHz WAV files and PNG frames. The answers are arbitrary: the point is to
+written with PyAV), 16 kHz WAV files, PNG frames and small pictures (AMBER, Object HalBench with
+its base64 images and a few COCO annotations, MMHal-Bench, POPE); the AMBER folder also holds a
+tiny stand-in for the NLTK data its scorer needs (``nltk_data/``). The answers are arbitrary: the point is to
 exercise readers, the engine, resuming and scoring end to end, e.g. on the tiny model of
 :func:`groundpo.testing.tiny_omni.build_tiny_omni`::
 
@@ -22,7 +24,16 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["SYNTHETIC_BENCHMARKS", "write_all", "write_benchmark", "write_frames", "write_video", "write_wav"]
+__all__ = [
+    "SYNTHETIC_BENCHMARKS",
+    "write_all",
+    "write_benchmark",
+    "write_frames",
+    "write_image",
+    "write_nltk_data",
+    "write_video",
+    "write_wav",
+]
 
 
 def write_video(
@@ -101,6 +112,65 @@ def write_frames(folder: str | os.PathLike, n: int = 6, size: int = 56, seed: in
         img = (rng.random((size, size, 3)) * 255).astype(np.uint8)
         Image.fromarray(img).save(folder / f"{i + 1:05d}.png")
     return folder
+
+
+def write_image(path: str | os.PathLike, size: int = 56, seed: int = 0) -> Path:
+    """A small RGB picture (a coloured square on a noisy background), PNG or JPEG by suffix."""
+    from PIL import Image
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    img = (rng.random((size, size, 3)) * 64).astype(np.uint8)
+    img[size // 4 : 3 * size // 4, size // 4 : 3 * size // 4] = (64 + 191 * rng.random(3)).astype(np.uint8)
+    Image.fromarray(img).save(path)
+    return path
+
+
+# a few words with their Penn Treebank tags, for the NLTK stand-in below
+NLTK_TAGS = {
+    "a": "DT", "an": "DT", "the": "DT", "and": "CC", "on": "IN", "in": "IN", "with": "IN", "of": "IN", "next": "JJ",
+    "to": "TO", "is": "VBZ", "are": "VBP", "sits": "VBZ", "stands": "VBZ", "lies": "VBZ", "red": "JJ", "two": "CD",
+    "small": "JJ", "dog": "NN", "dogs": "NNS", "cat": "NN", "cats": "NNS", "puppy": "NN", "puppies": "NNS",
+    "grass": "NN", "tree": "NN", "trees": "NNS", "car": "NN", "cars": "NNS", "man": "NN", "men": "NNS",
+    "ball": "NN", "balls": "NNS", "table": "NN", "sky": "NN", "frisbee": "NN", "bench": "NN", "benches": "NNS",
+    "person": "NN", "picture": "NN", "image": "NN", "photo": "NN", "scene": "NN",
+}  # fmt: skip
+NLTK_LEMMAS = ("dog", "cat", "puppy", "grass", "tree", "car", "man", "ball", "table", "sky", "frisbee", "bench", "person", "picture", "image", "photo", "scene")
+
+
+def write_nltk_data(folder: str | os.PathLike, tags: dict[str, str] | None = None, lemmas: tuple[str, ...] = NLTK_LEMMAS) -> Path:
+    """A tiny stand-in for the NLTK data AMBER's scorer loads (``punkt_tab``,
+    ``averaged_perceptron_tagger_eng``, ``wordnet``), in NLTK's own file formats: the tagger knows
+    the words of ``tags`` (any other word gets the tag that sorts last), WordNet knows the nouns
+    ``lemmas`` (and "men" -> "man"). For tests: the real data comes from ``nltk.downloader``."""
+    root = Path(folder)
+    punkt = root / "tokenizers/punkt_tab/english"
+    punkt.mkdir(parents=True, exist_ok=True)
+    for name in ("collocations.tab", "sent_starters.txt", "abbrev_types.txt", "ortho_context.tab"):
+        (punkt / name).write_text("", encoding="utf-8")
+    tagger = root / "taggers/averaged_perceptron_tagger_eng"
+    tagger.mkdir(parents=True, exist_ok=True)
+    tags = dict(NLTK_TAGS if tags is None else tags)
+    tags.update({w.capitalize(): t for w, t in tags.items()})
+    prefix = tagger / "averaged_perceptron_tagger_eng"
+    Path(f"{prefix}.weights.json").write_text("{}", encoding="utf-8")
+    Path(f"{prefix}.tagdict.json").write_text(json.dumps(tags, sort_keys=True), encoding="utf-8")
+    Path(f"{prefix}.classes.json").write_text(json.dumps(sorted(set(tags.values()) | {"NN"})), encoding="utf-8")
+    wordnet = root / "corpora/wordnet"
+    wordnet.mkdir(parents=True, exist_ok=True)
+    (wordnet / "lexnames").write_text("00\tadj.all\t3\n01\tadj.pert\t3\n02\tadv.all\t4\n03\tnoun.Tops\t1\n", encoding="utf-8")
+    (wordnet / "data.adj").write_text("  1 a tiny stand-in for WordNet 3.0\n", encoding="utf-8")
+    for pos in ("noun", "verb", "adv"):
+        (wordnet / f"data.{pos}").write_text("", encoding="utf-8")
+    for pos in ("noun", "verb", "adj", "adv"):
+        (wordnet / f"index.{pos}").write_text("", encoding="utf-8")
+        (wordnet / f"{pos}.exc").write_text("", encoding="utf-8")
+    lines = [f"{lemma} n 1 0 1 0 {i + 1:08d}\n" for i, lemma in enumerate(sorted(lemmas))]
+    (wordnet / "index.noun").write_text("".join(lines), encoding="utf-8")
+    (wordnet / "noun.exc").write_text("men man\n", encoding="utf-8")
+    (wordnet / "index.sense").write_text("", encoding="utf-8")
+    return root
 
 
 def _dump(path: Path, data) -> None:
@@ -201,7 +271,126 @@ def _mmau(root: Path) -> None:
     _dump(root / "mmau-test-mini.json", items)
 
 
-SYNTHETIC_BENCHMARKS = {"avhbench": _avhbench, "cmm": _cmm, "dailyomni": _dailyomni, "mvbench": _mvbench, "mmau": _mmau}
+def _amber(root: Path) -> None:
+    for n in (1, 2, 3):
+        write_image(root / "image" / f"AMBER_{n}.jpg", seed=30 + n)
+    relation = {"dog": ["puppy"], "grass": ["lawn"], "cat": ["kitten"], "frisbee": [], "car": [], "tree": [], "man": [], "ball": []}
+    _dump(root / "data" / "relation.json", relation)
+    (root / "data" / "safe_words.txt").write_text("picture\nimage\nphoto\nscene\n", encoding="utf-8")
+    (root / "data" / "metrics.txt").write_text("chair_num=0.001\nchair_score=0\n", encoding="utf-8")
+    annotations = [
+        {"id": 1, "type": "generative", "truth": ["dog", "grass"], "hallu": ["cat", "frisbee"]},
+        {"id": 2, "type": "generative", "truth": ["car", "tree"], "hallu": ["man"]},
+        {"id": 1005, "type": "discriminative-hallucination", "truth": "yes"},
+        {"id": 1006, "type": "discriminative-hallucination", "truth": "no"},
+        {"id": 1007, "type": "discriminative-attribute-state", "truth": "no"},
+        {"id": 1008, "type": "discriminative-attribute-number", "truth": "yes"},
+        {"id": 1009, "type": "discriminative-attribute-action", "truth": "no"},
+        {"id": 1010, "type": "discriminative-relation", "truth": "yes"},
+    ]
+    _dump(root / "data" / "annotations.json", annotations)
+    queries = [
+        {"id": 1, "image": "AMBER_1.jpg", "query": "Describe this image."},
+        {"id": 2, "image": "AMBER_2.jpg", "query": "Describe this image."},
+        {"id": 1005, "image": "AMBER_1.jpg", "query": "Is there a dog in this image?"},
+        {"id": 1006, "image": "AMBER_1.jpg", "query": "Is there a cat in this image?"},
+        {"id": 1007, "image": "AMBER_2.jpg", "query": "Is the car red in this image?"},
+        {"id": 1008, "image": "AMBER_2.jpg", "query": "Is there one tree in this image?"},
+        {"id": 1009, "image": "AMBER_3.jpg", "query": "Is the dog running in this image?"},
+        {"id": 1010, "image": "AMBER_3.jpg", "query": "Is the dog on the grass in this image?"},
+    ]
+    _dump(root / "data" / "query" / "query_all.json", queries)
+    _dump(root / "data" / "query" / "query_generative.json", queries[:2])
+    write_nltk_data(root / "nltk_data")  # a stand-in for the NLTK data AMBER's scorer needs (tests)
+
+
+def _objhal(root: Path) -> None:
+    import base64
+    import io
+
+    from PIL import Image
+
+    ids = (139, 285, 632)
+    lines = []
+    prompts = ("Provide a thorough description of the given image.", "What is this photo about? Please answer in great detail.")
+    for k, image_id in enumerate(ids):
+        rng = np.random.default_rng(40 + k)
+        buf = io.BytesIO()
+        Image.fromarray((rng.random((56, 56, 3)) * 255).astype(np.uint8)).save(buf, format="JPEG")
+        lines.append({"org_idx": k, "image_id": image_id, "question": prompts[k % 2], "image": base64.b64encode(buf.getvalue()).decode()})
+    (root / "obj_halbench_300_with_image.jsonl").write_text("".join(json.dumps(x) + "\n" for x in lines), encoding="utf-8")
+    cats = [{"id": 1, "name": "person"}, {"id": 18, "name": "dog"}, {"id": 62, "name": "chair"}, {"id": 67, "name": "dining table"}]
+    instances = {
+        "images": [{"id": i} for i in ids],
+        "categories": cats,
+        "annotations": [
+            {"id": 1, "image_id": 139, "category_id": 1},
+            {"id": 2, "image_id": 139, "category_id": 62},
+            {"id": 3, "image_id": 285, "category_id": 18},
+            {"id": 4, "image_id": 632, "category_id": 67},
+        ],
+    }
+    captions = {
+        "images": [{"id": i} for i in ids],
+        "annotations": [
+            {"id": 1, "image_id": 139, "caption": "A man sits on a chair in a living room."},
+            {"id": 2, "image_id": 285, "caption": "A puppy lies on the grass."},
+            {"id": 3, "image_id": 632, "caption": "A dining table with cups and a pizza."},
+        ],
+    }
+    _dump(root / "annotations" / "instances_val2014.json", instances)
+    _dump(root / "annotations" / "captions_val2014.json", captions)
+
+
+def _mmhal(root: Path) -> None:
+    spec = [
+        ("What color is the car?", "The car is red.", ["car", "road"]),
+        ("Is there a dog in the image?", "No, there is only a cat.", ["cat", "sofa"]),
+        ("Which is bigger, the cup or the plate?", "The plate.", ["cup", "plate", "table"]),
+    ]
+    items = []
+    for k, (question, answer, content) in enumerate(spec):
+        name = f"{1000 + k}_mmhal.jpg"
+        write_image(root / "images" / name, seed=50 + k)
+        items.append(
+            {
+                "question_type": ("attribute", "adversarial", "comparison")[k],
+                "question_topic": "synthetic",
+                "image_id": f"img{k}",
+                "image_src": f"https://example.invalid/images/{name}",
+                "image_content": content,
+                "question": question,
+                "gt_answer_explanation": "",
+                "gt_answer": answer,
+                "model_answer": "",
+            }
+        )
+    _dump(root / "response_template.json", items)
+
+
+def _pope(root: Path) -> None:
+    names = [f"COCO_val2014_{i:012d}.jpg" for i in (42, 73)]
+    for k, name in enumerate(names):
+        write_image(root / "val2014" / name, seed=60 + k)
+    for s, split in enumerate(("random", "popular", "adversarial")):
+        rows = [
+            {"question_id": 1 + 2 * s, "image": names[0], "text": "Is there a dog in the image?", "label": "yes"},
+            {"question_id": 2 + 2 * s, "image": names[1], "text": f"Is there a {('cat', 'car', 'bench')[s]} in the image?", "label": "no"},
+        ]
+        (root / f"coco_pope_{split}.json").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+SYNTHETIC_BENCHMARKS = {
+    "avhbench": _avhbench,
+    "cmm": _cmm,
+    "dailyomni": _dailyomni,
+    "mvbench": _mvbench,
+    "mmau": _mmau,
+    "amber": _amber,
+    "objhal": _objhal,
+    "mmhal": _mmhal,
+    "pope": _pope,
+}
 
 
 def write_benchmark(name: str, folder: str | os.PathLike) -> Path:
