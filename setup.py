@@ -81,7 +81,8 @@ EXTRAS = {
     # ZeRO-3 for the 8-GPU paper configs; upstream caps deepspeed at 0.18.4
     "deepspeed": ["deepspeed>=0.10.0,<=0.18.4"],
     # wheel + setuptools: tests/test_install.py builds a wheel offline (no build isolation)
-    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0", "wheel", "setuptools>=70,<82"],
+    # deepspeed: the CPU harness runs the paper configs' ZeRO-3 on DeepSpeed's CPU accelerator
+    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0", "wheel", "setuptools>=70,<82", "deepspeed==0.18.4"],
 }
 
 setup(

@@ -7,5 +7,6 @@ its upstream module is imported; every patch checks its targets with ``upstream.
 - ``tuner``: dispatch of our stages to their workflows;
 - ``data``: our dataset columns, converter output and dataset processor;
 - ``callbacks``: our metrics in ``trainer_log.jsonl``;
+- ``checkpoints``: ``torch.load`` of the ``cpu:N`` map locations a multi-process CPU run resumes with;
 - ``webui``: our stages and their controls in LlamaBoard.
 """

@@ -47,12 +47,14 @@ from ..data.batch import concat_batches, rows_of, take_counts, take_rows
 from ..data.collator import INFO_KEY
 from ..data.sampler import CurriculumSampler, ModalityBatchSampler
 from ..integration.callbacks import mark_log_callbacks
+from ..integration.checkpoints import register_cpu_index_locations
 from ..views import CLEAN, POLICY, REFERENCE, TENSOR_VIEWS, TOKEN_VIEWS, LogpTable, Pass, StagePlan
 from .logps import response_entropy, sequence_logps
 from .metrics import MetricStore
 
 CURRICULUM_FILE = "curriculum_scores.json"
-logger = logging.get_logger(__name__)
+# under LLaMA-Factory's logger tree, so our lines reach its console format, its rank-0 filter and LlamaBoard
+logger = logging.get_logger(f"llamafactory.{__name__}")
 
 
 class _TrainingBegins(TrainerCallback):
@@ -92,6 +94,7 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         if any(p.model == REFERENCE for p in plan.passes) and not self.finetuning_args.use_ref_model:
             raise ValueError(f"Stage {self.finetuning_args.stage!r} needs a reference model.")
         mark_log_callbacks(self.callback_handler.callbacks)  # our metrics into trainer_log.jsonl
+        register_cpu_index_locations()  # multi-process CPU runs resume their optimizer state
         self.add_callback(_TrainingBegins(self))
 
     # ------------------------------------------------------------------ sampling
@@ -128,8 +131,16 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
 
     # ------------------------------------------------------------------ views
     def tensor_view_needed(self, info: dict, view: str) -> bool:
-        """Whether any row on any rank needs tensor view ``view`` this step (the same answer on every rank)."""
-        return self._any_rank(any(TENSOR_VIEWS[view].sides_per_row(info["rows"])))
+        """Whether tensor view ``view`` runs this step (the same answer on every rank).
+
+        A view on the clean batch that no row on any rank corrupts would only repeat the clean
+        pass, so it is skipped (MoD-DPO's invariance view on audiovisual prompts; the objective
+        masks it). A view on a token view always runs: uncorrupted, it is still its base view
+        (MFPO's m' where every row brings its perturbed image)."""
+        tensor_view = TENSOR_VIEWS[view]
+        if tensor_view.base != CLEAN:
+            return True
+        return self._any_rank(any(tensor_view.sides_per_row(info["rows"])))
 
     def view_batch(
         self, batch: dict, info: dict, view: str, seed: int, chosen_only: bool = False
@@ -335,6 +346,7 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
                 cached = json.loads(open(path, encoding="utf-8").read())
                 if cached.get("fingerprint") == fingerprint and len(cached["scores"]) == len(self.train_dataset):
                     self.difficulty = cached["scores"]
+                    self.save_curriculum(self.args.output_dir)  # the output folder keeps the scores its run used
                     return self.difficulty
 
         scores = torch.zeros(len(self.train_dataset), dtype=torch.float64)

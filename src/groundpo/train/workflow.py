@@ -164,3 +164,5 @@ def run_preference(
         trainer.save_metrics("eval", metrics)
 
     create_modelcard_and_push(trainer, model_args, data_args, training_args, finetuning_args)
+    # every rank leaves together, so none tears its process group down while another still works
+    trainer.accelerator.wait_for_everyone()
