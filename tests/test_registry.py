@@ -118,6 +118,26 @@ def test_bad_values_name_the_key(tmp_path, extra, message):
         get_train_args(_args(tmp_path, **extra))
 
 
+def test_a_derived_tau_that_is_not_positive_is_an_error(tmp_path):
+    from llamafactory.hparams import get_train_args
+
+    # τ = β + β_inv − β_sens = 0.1 + 0.02 − 0.2 < 0 would flip the sign of the policy's log-ratio
+    with pytest.raises(ValueError, match=r"τ = β \+ β_inv − β_sens = -0.08 ≤ 0"):
+        get_train_args(_args(tmp_path, mod_tau="derived", mod_beta_sens=0.2))
+    get_train_args(_args(tmp_path, mod_tau="paper", mod_beta_sens=0.2))  # the paper's τ stays positive
+
+
+@pytest.mark.parametrize("key, value", [("dpo_label_smoothing", 0.1), ("pref_bco_weight", 0.5)])
+@pytest.mark.parametrize("stage", ["mod_dpo", "base_dpo", "omni_dpo"])
+def test_upstream_dpo_options_our_objectives_do_not_implement_are_errors(tmp_path, stage, key, value):
+    from llamafactory.hparams import get_train_args
+
+    with pytest.raises(ValueError, match=key):
+        get_train_args(_args(tmp_path, stage=stage, **{key: value}))
+    _, _, _, finetuning_args, _ = get_train_args(_args(tmp_path, stage="dpo", **{key: value}))
+    assert getattr(finetuning_args, key) == value  # upstream's dpo still takes them
+
+
 def test_per_modality_corruption_override():
     args = ModDPOArguments(mod_corruption="diffusion", mod_corruption_audio="zeros")
     assert args.corruption_for("visual") == "diffusion"

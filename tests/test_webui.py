@@ -211,6 +211,29 @@ def test_stage_change_shows_only_its_accordion_and_beta_is_linked(board):
     assert copy_back(0.4) == [0.4] * len(names)
 
 
+def test_jompo_starts_at_its_paper_beta(board):
+    """JoMPO's β is 0.05 (its Sec. 5.1.4), not upstream's 0.1, until the user moves a β slider."""
+    assert board.elem(our_id("jompo", "pref_beta")).value == pytest.approx(0.05)
+    args = board.runner._parse_train_args(board.data(label_of("jompo"), **{"train.dataset": ["demo_jompo"]}))
+    assert (args["stage"], args["pref_beta"]) == ("jompo", pytest.approx(0.05))
+
+
+def test_llamaboard_binds_this_machine_unless_told_otherwise(monkeypatch, capsys):
+    import llamafactory.webui.interface as interface
+
+    from groundpo.integration.webui import serve_locally
+
+    assert interface.run_web_ui.__wrapped__ is not None and interface.run_web_demo.__wrapped__ is not None
+    serve = serve_locally(lambda: os.environ["GRADIO_SERVER_NAME"])
+    monkeypatch.delenv("GRADIO_SERVER_NAME", raising=False)
+    monkeypatch.setenv("GRADIO_SERVER_PORT", "7861")
+    assert serve() == "127.0.0.1"
+    assert "LlamaBoard is served at http://127.0.0.1:7861 (this machine only" in capsys.readouterr().out
+    monkeypatch.setenv("GRADIO_SERVER_NAME", "0.0.0.0")  # an explicit choice wins
+    assert serve() == "0.0.0.0"
+    assert "http://0.0.0.0:7861" in capsys.readouterr().out
+
+
 @dataclass
 class _ToyArguments:
     toy_weight: float = field(default=0.5, metadata={"help": "Weight of the toy term."})

@@ -428,6 +428,24 @@ def serve_address() -> tuple[str, str]:
     return os.environ.get("GRADIO_SERVER_NAME", LOCAL_ONLY), os.environ.get("GRADIO_SERVER_PORT", "7860")
 
 
+def serve_locally(run):
+    """``run`` (upstream's ``run_web_ui`` / ``run_web_demo``) bound to 127.0.0.1 unless GRADIO_SERVER_NAME
+    says otherwise, announcing the URL it serves."""
+
+    def wrapper(*args, **kwargs):
+        import os
+
+        os.environ.setdefault("GRADIO_SERVER_NAME", LOCAL_ONLY)
+        host, port = serve_address()
+        note = "" if host != LOCAL_ONLY else " (this machine only; set GRADIO_SERVER_NAME=0.0.0.0 to expose it)"
+        print(f"[groundpo] LlamaBoard is served at http://{host}:{port}{note}", flush=True)
+        return run(*args, **kwargs)
+
+    wrapper.__wrapped__ = run
+    wrapper.__doc__ = run.__doc__
+    return wrapper
+
+
 def patch_interface(interface: ModuleType) -> None:
     """LlamaBoard reads and writes arbitrary paths and starts training jobs: bind it to this machine only.
 
@@ -435,20 +453,5 @@ def patch_interface(interface: ModuleType) -> None:
     as the default (an explicit GRADIO_SERVER_NAME still wins) and log where the board is served.
     """
     run_web_ui, run_web_demo = require(interface, "run_web_ui", "run_web_demo")
-
-    def local_by_default(run):
-        def wrapper(*args, **kwargs):
-            import os
-
-            os.environ.setdefault("GRADIO_SERVER_NAME", LOCAL_ONLY)
-            host, port = serve_address()
-            note = "" if host != LOCAL_ONLY else " (this machine only; set GRADIO_SERVER_NAME=0.0.0.0 to expose it)"
-            print(f"[groundpo] LlamaBoard is served at http://{host}:{port}{note}", flush=True)
-            return run(*args, **kwargs)
-
-        wrapper.__wrapped__ = run
-        wrapper.__doc__ = run.__doc__
-        return wrapper
-
-    interface.run_web_ui = local_by_default(run_web_ui)
-    interface.run_web_demo = local_by_default(run_web_demo)
+    interface.run_web_ui = serve_locally(run_web_ui)
+    interface.run_web_demo = serve_locally(run_web_demo)
