@@ -73,6 +73,7 @@ CORE = [
     "numpy",
     "tqdm",
     "openai>=1.50",  # model endpoints (data building, judges): any OpenAI-compatible server
+    "networkx==3.6.1",  # groundpo-data mfpo: the keyword graph and its weighted PageRank
 ]
 
 EXTRAS = {
@@ -95,6 +96,7 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "src"},
     packages=find_packages("src"),
+    package_data={"groundpo.datagen": ["prompts/*/*.txt", "prompts/*/*.lines"]},  # groundpo-data's editable prompts
     cmdclass={"build_py": BuildPyWithOverlay, "editable_wheel": EditableWheelWithOverlay},
     install_requires=CORE,
     extras_require=EXTRAS,
