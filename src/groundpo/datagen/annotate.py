@@ -22,7 +22,7 @@ from typing import Any
 
 from .backends import audio_part, image_part
 from .errors import InputError
-from .media import VIDEO_EXTENSIONS, extract_audio, list_files, sample_frames
+from .media import VIDEO_EXTENSIONS, extract_audio, list_files, mux, sample_frames, trim_wav, video_duration
 from .options import opt
 from .runner import Context, safe_name
 
@@ -180,6 +180,10 @@ class Annotator:
                 if missing:
                     raise InputError(f"--{option}: no entry for {len(missing)} clip(s): {', '.join(map(repr, missing[:10]))}")
 
+    def roles(self) -> list[str]:
+        """The endpoints stage 1 calls: a VLM without visual captions, an audio LM without audio captions."""
+        return (["vision"] if self.visual is None else []) + (["audio"] if self.audio is None else [])
+
     def load_models(self) -> None:
         if self.options.tagger_model and self.tags is None:
             from .backends import ImageTagger
@@ -192,6 +196,22 @@ class Annotator:
         if not dst.exists():
             extract_audio(clip.audio or clip.video, dst, self.options.audio_rate)
         return dst
+
+    def context_media(self, video: Clip, audio: Clip) -> tuple[str, str]:
+        """Row paths (video, audio) of a context: a clip's own video and audio track, or, for a
+        mismatched context, ``video``'s picture muxed with ``audio``'s track (cut to the video's
+        length) in ``media/mux/<video>__<audio>.mp4`` and that cut track as a wav beside it."""
+        wav = self.audio_path(audio)
+        if video.id == audio.id:
+            return self.ctx.place(video.video, f"video/{safe_name(video.id)}{Path(video.video).suffix}"), self.ctx.rel(wav)
+        stem = f"{safe_name(video.id)}__{safe_name(audio.id)}"
+        cut = self.ctx.media_dir / "mux" / f"{stem}.wav"
+        if not cut.exists():
+            trim_wav(wav, cut, video_duration(video.video))
+        muxed = self.ctx.media_dir / "mux" / f"{stem}.mp4"
+        if not muxed.exists():
+            mux(video.video, cut, muxed)
+        return self.ctx.rel(muxed), self.ctx.rel(cut)
 
     def visual_caption(self, clip: Clip) -> str:
         if self.visual is not None:

@@ -40,16 +40,14 @@ once, shared by the contexts that use it) + 1 classification + 1 verification + 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
-from .annotate import Annotator, Clip, ClipOptions, read_clips
+from .annotate import Annotator, ClipOptions, read_clips
 from .errors import InputError, Reject
-from .media import mux, trim_wav, video_duration
 from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, opt
-from .runner import Item, ItemResult, Pipeline, safe_name, sharegpt_row
+from .runner import Item, ItemResult, Pipeline, sharegpt_row
 
 # ---------------------------------------------------------------- the paper's rules (Supp. B.1.2)
 CATEGORIES = (
@@ -187,6 +185,9 @@ class ModDPOPipeline(Pipeline):
             items.append(Item(clip_id, {"video": clip_id, "audio": audio_id}))
         return items
 
+    def roles(self) -> list[str]:
+        return self.annotator.roles() + ["text"]
+
     def setup(self) -> None:
         self.annotator.load_models()
 
@@ -196,7 +197,7 @@ class ModDPOPipeline(Pipeline):
         visual_caption = self.annotator.visual_caption(video)
         tags = self.annotator.visual_tags(video)
         audio_caption = self.annotator.audio_caption(audio)
-        video_path, audio_path = self._media(video, audio)
+        video_path, audio_path = self.annotator.context_media(video, audio)
         info = {
             "visual": visual_caption + (f"\nVisual tags: {', '.join(tags)}" if tags else ""),
             "audio": audio_caption,
@@ -214,20 +215,6 @@ class ModDPOPipeline(Pipeline):
         if "audiovisual" in self.options.tasks:
             self._row(result, "audiovisual_pair", AUDIOVISUAL_QUESTION, info, "audiovisual", columns, task="audiovisual")
         return result
-
-    def _media(self, video: Clip, audio: Clip) -> tuple[str, str]:
-        """Row paths of the context's video and audio; a mismatched context gets a muxed mp4 and a cut wav."""
-        wav = self.annotator.audio_path(audio)
-        if video.id == audio.id:
-            return self.ctx.place(video.video, f"video/{safe_name(video.id)}{Path(video.video).suffix}"), self.ctx.rel(wav)
-        stem = f"{safe_name(video.id)}__{safe_name(audio.id)}"
-        cut = self.ctx.media_dir / "mux" / f"{stem}.wav"
-        if not cut.exists():
-            trim_wav(wav, cut, video_duration(video.video))
-        muxed = self.ctx.media_dir / "mux" / f"{stem}.mp4"
-        if not muxed.exists():
-            mux(video.video, cut, muxed)
-        return self.ctx.rel(muxed), self.ctx.rel(cut)
 
     def _presence(self, item: Item, info: dict, tags: list[str], columns: dict, result: ItemResult) -> None:
         chat = self.ctx.chat("text")

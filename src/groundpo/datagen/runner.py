@@ -160,6 +160,10 @@ class Pipeline:
     def items(self) -> list[Item]:
         raise NotImplementedError
 
+    def roles(self) -> list[str]:
+        """The endpoints (text, vision, audio) this run will call; checked before the first item starts."""
+        return ["text"]
+
     def setup(self) -> None:
         """Load models once, before the first item is processed (skipped when nothing is left to do)."""
 
@@ -253,6 +257,8 @@ def run(pipeline_cls: type, options: CommonOptions, echo: bool = True) -> dict[s
         failed: dict[str, str] = {}
         try:
             if todo:
+                for role in pipeline.roles():
+                    ctx.chat(role)
                 pipeline.setup()
                 _process_all(pipeline, store, todo, failed, options, total=len(selected), initial=resumed)
         finally:
