@@ -48,9 +48,10 @@ class FakeEngine:
 
     instances: ClassVar[list["FakeEngine"]] = []
 
-    def __init__(self, model_args, *, max_new_tokens, caption_max_new_tokens, batch_size, system):
+    def __init__(self, model_args, *, max_new_tokens, caption_max_new_tokens, batch_size, system, decoding=None):
         self.model_args = model_args
         self.batch_size = batch_size
+        self.decoding = decoding
         self.seen = []
         self.fail = set()
         self.stop_after = None

@@ -1,4 +1,5 @@
-"""``groundpo-eval``: evaluate a (trained) omni model on AVHBench, CMM, DailyOmni, MVBench, MMAU.
+"""``groundpo-eval``: evaluate a (trained) model on AVHBench, CMM, DailyOmni, MVBench, MMAU (omni)
+and AMBER, Object HalBench (objhal), MMHal-Bench (mmhal), POPE (image).
 
 Usage::
 
@@ -25,7 +26,7 @@ from typing import Any
 
 __all__ = ["OPTIONS", "build_config", "main"]
 
-BENCHMARK_NAMES = ("avhbench", "cmm", "dailyomni", "mvbench", "mmau")
+BENCHMARK_NAMES = ("avhbench", "cmm", "dailyomni", "mvbench", "mmau", "amber", "objhal", "mmhal", "pope")
 
 
 def _bool(value: str | bool) -> bool:
@@ -37,6 +38,12 @@ def _bool(value: str | bool) -> bool:
     if v in ("0", "false", "no", "n", "off"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, got {value!r}")
+
+
+def _optional_float(value: str | float | None) -> float | None:
+    if value is None or str(value).strip().lower() in ("", "none", "default"):
+        return None
+    return float(value)
 
 
 def _tasks(value: str | list[str]) -> list[str]:
@@ -57,14 +64,32 @@ OPTIONS: list[tuple[str, Any, Any, str]] = [
     ("data_file", str, None, "annotation file (or MVBench task folder) if not the official name, relative to data_dir"),
     ("tasks", _tasks, None, "comma-separated tasks to run (names or codes; default: all, AVHBench captioning excluded)"),
     ("limit", int, None, "evaluate only the first N items of each task"),
-    ("batch_size", int, 1, "conversations in flight at once (batched by vLLM; the HF engine runs them one by one)"),
+    ("batch_size", int, 1, "items per generate call (huggingface: left-padded batches; vLLM: conversations in flight)"),
     ("max_new_tokens", int, 32, "generation budget for yes/no and multiple-choice answers"),
-    ("caption_max_new_tokens", int, 128, "generation budget for AVHBench captions"),
+    ("caption_max_new_tokens", int, None, "generation budget for free-text answers (default 512 for amber/objhal/mmhal, else 128)"),
     ("infer_backend", str, "auto", "auto (vLLM if installed and usable, else huggingface), huggingface or vllm"),
     ("use_audio_in_video", _bool, True, "interleave each video with its audio track (Qwen2.5-Omni); false: audio as a separate input"),
     ("system", str, None, "system prompt (default: the template's)"),
-    ("prompt_suffix", str, None, "AVHBench/CMM: text appended to yes/no questions lacking 'yes or no' (default ' Answer with yes or no.')"),
+    ("prompt_suffix", str, None, "text appended to yes/no questions lacking 'yes or no' (AVHBench/CMM default ' Answer with yes or no.', AMBER/POPE ' Answer the question using a single word or phrase.')"),
     ("cmm_rule", str, "official", "CMM headline rule: official (first 5 characters) or strict (whole-word parse); both are in metrics.json"),
+    ("yes_no_rule", str, "official", "AMBER/POPE headline rule: official (AMBER: exact 'Yes'/'No'; POPE: no/not in the first sentence) or lenient (whole-word parse); both are in metrics.json"),
+    ("image_dir", str, None, "image benchmarks: the folder with the images, if not where the layout puts them"),
+    ("decoding", str, "greedy", "greedy, vcd (visual contrastive decoding) or avcd (audio-visual contrastive decoding)"),
+    ("cd_alpha", _optional_float, None, "contrast strength alpha (default: vcd 1.0, avcd 0.5)"),
+    ("cd_beta", _optional_float, None, "plausibility cut-off beta: tokens below log(beta) + max logit are masked (default: vcd 0.1, avcd 0.2)"),
+    ("cd_noise_step", int, 500, "diffusion step t of the noise on the contrasted image/video/audio (VCD: 500 of 1000)"),
+    ("cd_entropy_threshold", _optional_float, None, "skip the contrast when the clean distribution's entropy is below this (default: avcd 0.6, vcd 0 = never)"),
+    ("coco_annotations", str, None, "objhal: folder with COCO 2014 instances_*/captions_* files (default DATA_DIR/annotations)"),
+    ("synonyms_file", str, None, "objhal: another COCO synonym table (default: the one shipped with groundpo)"),
+    ("nltk_data", str, None, "amber: folder with NLTK data (punkt_tab, averaged_perceptron_tagger_eng, wordnet)"),
+    ("spacy_model", str, "en_core_web_lg", "amber: spaCy model for synonym similarity; none turns synonym matching off"),
+    ("amber_similarity", float, 0.8, "amber: spaCy similarity above which two words are synonyms"),
+    ("judge_model", str, None, "mmhal: the judge model name at the OpenAI-compatible endpoint (required for mmhal)"),
+    ("judge_base_url", str, None, "mmhal: the judge endpoint's base URL (default: OpenAI's)"),
+    ("judge_api_key_env", str, "OPENAI_API_KEY", "mmhal: the environment variable holding the judge's API key"),
+    ("judge_max_retries", int, 5, "mmhal: retries of a failed judge request (connection errors, timeouts, 429, 5xx)"),
+    ("judge_timeout", float, 120.0, "mmhal: seconds per judge request"),
+    ("judge_prompt_file", str, None, "mmhal: the judge prompt template ({image_content}, {question}, {gt_answer}, {model_answer})"),
     ("skip_missing_media", _bool, False, "evaluate only items whose media exist instead of stopping"),
     ("on_error", str, "raise", "raise: stop at a failing item (rerun resumes); record: save it as an empty, wrong answer and go on"),
     ("overwrite_output_dir", _bool, False, "delete earlier predictions and start over"),
@@ -148,7 +173,7 @@ def build_config(argv: list[str]):
         file_values = _load_config_file(argv.pop(0))
         benchmark = file_values.pop("benchmark", None)
         if not benchmark:
-            raise ValueError("the config file must name the benchmark (benchmark: avhbench | cmm | dailyomni | mvbench | mmau)")
+            raise ValueError(f"the config file must name the benchmark (benchmark: {' | '.join(BENCHMARK_NAMES)})")
     elif argv and not argv[0].startswith("-"):
         benchmark = argv.pop(0)
         if argv and _is_config_file(argv[0]):

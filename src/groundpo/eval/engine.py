@@ -8,10 +8,11 @@ media processing it was trained with. Decoding is greedy (``do_sample: false``,
 
 What upstream's engines can and cannot do here (LLaMA-Factory 0.9.5):
 
-- ``ChatModel.chat`` takes one conversation. "Batching" is the number of conversations in
-  flight at once: with vLLM they are batched by the engine; with the Hugging Face engine
-  they run one after another (its ``MAX_CONCURRENT`` semaphore defaults to 1, and each call
-  generates a batch of one), so ``batch_size`` does not speed it up.
+- ``ChatModel.chat`` takes one conversation. With vLLM, ``batch_size`` conversations are kept in
+  flight and vLLM batches them. Upstream's Hugging Face engine generates a batch of one per call
+  (and its ``MAX_CONCURRENT`` semaphore runs calls one after another), so for the Hugging Face
+  backend :func:`create_engine` returns :class:`groundpo.eval.batched.BatchedEngine`, which loads
+  the model through ``ChatModel`` and generates ``batch_size`` left-padded items per call.
 - ``use_audio_in_video``: the Hugging Face engine puts an ``<audio>`` placeholder in front of
   the ``<video>`` one when a message has none, and the Qwen2.5-Omni plugin then refuses
   ("Each <video> must be followed by an <audio>"): we always write ``<video><audio>`` ourselves.
@@ -34,14 +35,14 @@ import math
 import os
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from .readers import EvalItem
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChatEngine", "GenerationResult", "ItemGenerationError", "resolve_backend", "vllm_available"]
+__all__ = ["ChatEngine", "GenerationResult", "ItemGenerationError", "create_engine", "resolve_backend", "vllm_available"]
 
 # upstream ModelArguments defaults we need to know to sample clips and frame folders ourselves
 UPSTREAM_VIDEO_FPS = 2.0
@@ -55,6 +56,7 @@ class GenerationResult:
     prompt_length: int | None = None
     response_length: int | None = None
     finish_reason: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # extra fields for predictions.jsonl (decoding details)
 
 
 class ItemGenerationError(RuntimeError):
@@ -179,6 +181,20 @@ def _pass_audio_in_video_to_generate(model: Any) -> None:
         return generate(*args, **kwargs)
 
     model.generate = generate_with_audio_in_video
+
+
+def create_engine(model_args: dict[str, Any], *, decoding: Any = None, **kwargs: Any) -> ChatEngine:
+    """The engine for ``model_args["infer_backend"]``: :class:`~groundpo.eval.batched.BatchedEngine`
+    (batched, greedy or contrastive) for huggingface, :class:`ChatEngine` (conversations in flight,
+    batched by vLLM) for vllm, which decodes greedily only."""
+    backend = str(model_args.get("infer_backend", "huggingface"))
+    if backend == "vllm":
+        if decoding is not None and decoding.method != "greedy":
+            raise ValueError(f"--decoding {decoding.method} needs --infer_backend huggingface (vLLM decodes greedily here)")
+        return ChatEngine(model_args, **kwargs)
+    from .batched import BatchedEngine
+
+    return BatchedEngine(model_args, decoding=decoding, **kwargs)
 
 
 class ChatEngine:

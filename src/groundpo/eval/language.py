@@ -27,6 +27,9 @@ NLTK_RESOURCES = {
 }
 
 
+_ADDED: set[str] = set()  # folders this module put on nltk.data.path
+
+
 class LanguageDataError(RuntimeError):
     """A language resource (NLTK data, a spaCy model) is missing; the message says how to get it."""
 
@@ -41,26 +44,30 @@ def nltk_noun_extractor(nltk_data: str | os.PathLike | None = None) -> Callable[
         raise LanguageDataError(
             "AMBER's generative scores need NLTK: pip install 'groundpo[eval]' (or pip install nltk)"
         ) from None
+    # NLTK's search path is process-wide: folders added for earlier calls do not count for this one
+    search = [p for p in nltk.data.path if p not in _ADDED]
     if nltk_data:
         folder = os.path.abspath(str(nltk_data))
         if not os.path.isdir(folder):
             raise LanguageDataError(f"--nltk_data {folder} is not a folder")
-        if folder not in nltk.data.path:
-            nltk.data.path.insert(0, folder)
+        search.insert(0, folder)
     missing = []
     for name, where in NLTK_RESOURCES.items():
         try:
-            nltk.data.find(where)
+            nltk.data.find(where, paths=search)
         except LookupError:
             missing.append(name)
     if missing:
         target = str(nltk_data) if nltk_data else "DIR"
         raise LanguageDataError(
             f"NLTK data missing for AMBER's generative scores: {', '.join(missing)} (looked in "
-            f"{', '.join(map(str, nltk.data.path[:4]))}, ...). Get it with\n"
+            f"{', '.join(map(str, search[:4]))}, ...). Get it with\n"
             f"  python -m nltk.downloader -d {target} {' '.join(NLTK_RESOURCES)}\n"
             "and pass --nltk_data " + target
         )
+    if nltk_data and folder not in nltk.data.path:
+        nltk.data.path.insert(0, folder)
+        _ADDED.add(folder)
     lemmatizer = WordNetLemmatizer()
 
     def extract_nouns(text: str) -> list[str]:

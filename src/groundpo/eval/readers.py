@@ -20,6 +20,17 @@ Layouts (``docs/evaluation.md`` has the details):
   end`` for clipped tasks); ``video/<source folder>/<video>``.
 - ``mmau``: ``mmau-test-mini.json`` with ``audio_id, question, choices, answer, task``; audio
   paths relative to ``data_dir``.
+- ``amber``: AMBER's repository layout: ``data/query/query_all.json`` (or another query file,
+  ``--data_file``) with ``id, image, query``; ``data/annotations.json``, ``data/relation.json``,
+  ``data/safe_words.txt``; images ``image/AMBER_<n>.jpg``.
+- ``objhal``: Object HalBench's ``obj_halbench_300_with_image.jsonl`` with ``image_id, question``
+  and the image as base64 (``image``); COCO annotations for the ground truth (``--coco_annotations``).
+- ``mmhal``: MMHal-Bench's ``response_template.json`` (96 items with ``question, gt_answer,
+  image_content, image_src, question_type``) and ``images/``.
+- ``pope``: POPE's ``coco_pope_{random,popular,adversarial}.json`` (JSON lines ``question_id,
+  image, text, label``) and the COCO val2014 images (``val2014/``).
+
+``--image_dir`` names the image folder when it is not where the layout puts it.
 """
 
 from __future__ import annotations
@@ -43,8 +54,13 @@ __all__ = [
     "MissingMediaError",
     "choice_prompt",
     "find_missing_media",
+    "amber_files",
+    "read_amber",
     "read_avhbench",
     "read_benchmark",
+    "read_mmhal",
+    "read_objhal",
+    "read_pope",
     "read_cmm",
     "read_dailyomni",
     "read_mmau",
@@ -53,6 +69,8 @@ __all__ = [
 
 KINDS = ("yesno", "choice", "caption")
 DEFAULT_YES_NO_SUFFIX = " Answer with yes or no."
+# AMBER and POPE questions: LLaVA-1.5's suffix for short answers (the models then say "Yes" / "No")
+IMAGE_YES_NO_SUFFIX = " Answer the question using a single word or phrase."
 CHOICE_INSTRUCTION = "Answer with the option's letter from the given choices directly."
 
 
@@ -580,6 +598,245 @@ def read_mmau(data_dir: str | os.PathLike, data_file: str | None = None) -> list
 
 
 # ---------------------------------------------------------------------------------------------
+# image benchmarks: AMBER, Object HalBench, MMHal-Bench, POPE
+# ---------------------------------------------------------------------------------------------
+
+
+def _image_path(root: Path, name: str, folders: Sequence[str], image_dir: str | None) -> str:
+    """The first existing ``folder/name`` (``image_dir`` first), else the first candidate."""
+    bases = ([Path(image_dir)] if image_dir else []) + [root / f for f in folders] + [root]
+    return str(_first_existing([b / name for b in bases]))
+
+
+def amber_files(data_dir: str | os.PathLike) -> dict[str, Path]:
+    """AMBER's annotation files: ``annotations``, ``relation`` (word associations) and
+    ``safe_words``, under ``data/`` (the repository layout) or at the top of ``data_dir``."""
+    root = Path(data_dir)
+    base = root / "data" if (root / "data" / "annotations.json").is_file() else root
+    files = {"annotations": base / "annotations.json", "relation": base / "relation.json", "safe_words": base / "safe_words.txt"}
+    missing = [str(p) for p in files.values() if not p.is_file()]
+    if missing:
+        raise BenchmarkFormatError(
+            f"AMBER files missing: {', '.join(missing)} (the data/ folder of the AMBER repository: annotations.json, "
+            "relation.json, safe_words.txt)"
+        )
+    return files
+
+
+AMBER_TASK_ALIASES = {
+    "generative": ("g",),
+    "existence": ("discriminative", "d", "de"),
+    "state": ("discriminative", "d", "attribute", "da"),
+    "number": ("discriminative", "d", "attribute", "da"),
+    "action": ("discriminative", "d", "attribute", "da"),
+    "relation": ("discriminative", "d", "dr"),
+}
+
+
+def read_amber(
+    data_dir: str | os.PathLike,
+    data_file: str | None = None,
+    prompt_suffix: str | None = IMAGE_YES_NO_SUFFIX,
+    image_dir: str | None = None,
+) -> list[EvalItem]:
+    """AMBER: queries ``{id, image, query}`` (``data/query/query_all.json``; ``--data_file`` picks
+    another query file, e.g. ``data/query/query_generative.json``) and ``data/annotations.json``
+    (``{id, type, truth, hallu}``; annotation ``id`` n is the query of id n).
+
+    Generative queries (``type: generative``) are captions scored by CHAIR/Cover/Hal/Cog; the
+    others are yes/no questions, tasks ``existence``, ``state``, ``number``, ``action``,
+    ``relation`` (``--tasks`` also takes ``discriminative``, ``attribute`` and AMBER's own codes
+    g, d, de, da, dr)."""
+    from .metrics import amber_dimension
+
+    root = Path(data_dir)
+    files = amber_files(root)
+    qfile = _annotation_file(
+        root, data_file, ("data/query/query_all.json", "query/query_all.json", "query_all.json"), "AMBER query"
+    )
+    annotations = _as_list(_load_json(files["annotations"]), files["annotations"])
+    by_id: dict[int, dict] = {}
+    for index, ann in enumerate(annotations):
+        where = f"{files['annotations'].name}: item {index}"
+        ann_id = _field(ann, "id", where, kinds=(int,), optional=True)
+        by_id[ann_id if ann_id is not None else index + 1] = ann
+    items = []
+    for index, raw in enumerate(_as_list(_load_json(qfile), qfile)):
+        where = f"{qfile.name}: item {index}"
+        qid = _field(raw, "id", where, kinds=(int,))
+        image = _field(raw, "image", where)
+        query = _field(raw, "query", where)
+        ann = by_id.get(qid)
+        if ann is None:
+            raise BenchmarkFormatError(f"{where}: id {qid} has no entry in {files['annotations'].name}")
+        awhere = f"{files['annotations'].name}: id {qid}"
+        kind = _field(ann, "type", awhere)
+        path = _image_path(root, image, ("image", "images"), image_dir)
+        if kind == "generative":
+            truth = _field(ann, "truth", awhere, kinds=(list,))
+            hallu = _field(ann, "hallu", awhere, kinds=(list,))
+            items.append(
+                EvalItem(
+                    id=str(qid), task="generative", prompt=query.strip(), gold=None, kind="caption", images=[path],
+                    aliases=AMBER_TASK_ALIASES["generative"],
+                    meta={"amber_id": qid, "type": kind, "truth": truth, "hallu": hallu},
+                )
+            )  # fmt: skip
+        else:
+            dim = amber_dimension(kind)
+            gold = _yes_no_gold(_field(ann, "truth", awhere), awhere, "truth")
+            items.append(
+                EvalItem(
+                    id=str(qid), task=dim, prompt=_yes_no_prompt(query, prompt_suffix), gold=gold, kind="yesno",
+                    images=[path], aliases=AMBER_TASK_ALIASES[dim], meta={"amber_id": qid, "type": kind},
+                )
+            )  # fmt: skip
+    return items
+
+
+def read_objhal(data_dir: str | os.PathLike, data_file: str | None = None, image_dir: str | None = None) -> list[EvalItem]:
+    """Object HalBench: JSON lines ``{image_id, question, image?, org_idx?}`` (300 COCO images,
+    8 description prompts). ``image`` holds the picture as base64: it is written once to
+    ``<data_dir>/objhal_images/<image_id>.jpg``; without it the COCO file
+    ``val2014/COCO_val2014_<id:012d>.jpg`` (or ``train2014``) is used."""
+    import base64
+    import binascii
+
+    root = Path(data_dir)
+    path = _annotation_file(
+        root, data_file, ("obj_halbench_300_with_image.jsonl", "obj_halbench_300.jsonl", "objhal.jsonl"), "Object HalBench"
+    )
+    items = []
+    for index, raw in enumerate(_as_list(_load_json(path), path)):
+        where = f"{path.name}: item {index}"
+        image_id = int(_field(raw, "image_id", where, kinds=(int, str)))
+        question = _field(raw, "question", where)
+        encoded = raw.get("image")
+        if isinstance(encoded, str) and len(encoded) > 256:
+            target = root / "objhal_images" / f"{image_id}.jpg"
+            if not target.is_file():
+                try:
+                    data = base64.b64decode(encoded, validate=False)
+                except (binascii.Error, ValueError):
+                    raise BenchmarkFormatError(f"{where}: field 'image' is not base64") from None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, target)
+            image = str(target)
+        else:
+            names = [f"COCO_val2014_{image_id:012d}.jpg", f"COCO_train2014_{image_id:012d}.jpg"]
+            candidates = [Path(image_dir) / n for n in names] if image_dir else []
+            candidates += [root / folder / n for folder in ("val2014", "train2014", "images") for n in names]
+            image = str(_first_existing(candidates))
+        key = raw.get("org_idx", index)
+        items.append(
+            EvalItem(
+                id=f"{key}:{image_id}", task="objhal", prompt=question.strip(), gold=None, kind="caption", images=[image],
+                meta={"image_id": image_id, "question": question},
+            )
+        )  # fmt: skip
+    return items
+
+
+def read_mmhal(data_dir: str | os.PathLike, data_file: str | None = None, image_dir: str | None = None) -> list[EvalItem]:
+    """MMHal-Bench: ``response_template.json``, a list of ``{question, gt_answer, image_content,
+    image_src, image_id, question_type, question_topic, ...}``; images ``images/<basename of
+    image_src>``. Item i's question type (the task) is the i % 8-th of attribute, adversarial,
+    comparison, counting, relation, environment, holistic, other, as MMHal-Bench's scorer groups
+    them; answers are judged by an LLM (``--judge_model``)."""
+    from .metrics import MMHAL_QUESTION_TYPES
+
+    root = Path(data_dir)
+    path = _annotation_file(root, data_file, ("response_template.json", "mmhal-bench_answer_template.json"), "MMHal-Bench")
+    items = []
+    for index, raw in enumerate(_as_list(_load_json(path), path)):
+        where = f"{path.name}: item {index}"
+        question = _field(raw, "question", where)
+        gt_answer = _field(raw, "gt_answer", where)
+        content = _field(raw, "image_content", where, kinds=(list, str), optional=True) or []
+        src = _field(raw, "image_src", where, optional=True) or _field(raw, "image_path", where, optional=True)
+        if not src:
+            raise BenchmarkFormatError(f"{where}: field 'image_src' is missing")
+        name = src.rstrip("/").split("/")[-1]
+        qtype = MMHAL_QUESTION_TYPES[index % len(MMHAL_QUESTION_TYPES)]
+        items.append(
+            EvalItem(
+                id=f"{index:03d}", task=qtype, prompt=question.strip(), gold=gt_answer, kind="caption",
+                images=[_image_path(root, name, ("images", "image"), image_dir)],
+                meta={
+                    "question": question,
+                    "gt_answer": gt_answer,
+                    "image_content": content if isinstance(content, list) else [content],
+                    "question_type": raw.get("question_type", qtype),
+                    "question_topic": raw.get("question_topic"),
+                    "image_id": raw.get("image_id"),
+                },
+            )
+        )  # fmt: skip
+    return items
+
+
+POPE_SPLITS = ("random", "popular", "adversarial")
+
+
+def read_pope(
+    data_dir: str | os.PathLike,
+    data_file: str | None = None,
+    prompt_suffix: str | None = IMAGE_YES_NO_SUFFIX,
+    image_dir: str | None = None,
+) -> list[EvalItem]:
+    """POPE: ``<dataset>_pope_<split>.json`` files of JSON lines ``{question_id, image, text,
+    label}`` (``coco_pope_random.json``, ``..._popular``, ``..._adversarial``, in ``data_dir`` or
+    ``output/coco/``); the split is the task. Images ``val2014/<image>`` (or ``--image_dir``)."""
+    root = Path(data_dir)
+    if data_file:
+        files = [_annotation_file(root, data_file, (), "POPE")]
+    else:
+        files = []
+        for folder in (root, root / "output" / "coco"):
+            for split in POPE_SPLITS:
+                files += sorted(p for p in folder.glob(f"*_pope_{split}.json*") if p.is_file())
+        prefixes = sorted({p.name.split("_pope_")[0] for p in files})
+        if "coco" in prefixes and len(prefixes) > 1:
+            files = [p for p in files if p.name.startswith("coco_pope_")]
+        elif len(prefixes) > 1:
+            raise BenchmarkFormatError(f"POPE files of several datasets in {root} ({', '.join(prefixes)}): pass --data_file")
+        if not files:
+            raise BenchmarkFormatError(f"no POPE files in {root} (looked for coco_pope_<random|popular|adversarial>.json); pass --data_file")
+    items = []
+    for path in files:
+        split = path.name.split("_pope_")[-1].split(".")[0] if "_pope_" in path.name else path.stem
+        text = path.read_text(encoding="utf-8").strip()
+        data = _load_json(path) if text.startswith("[") else _load_jsonl_text(text, path)
+        for index, raw in enumerate(_as_list(data, path)):
+            where = f"{path.name}: item {index}"
+            qid = _field(raw, "question_id", where, kinds=(int, str))
+            image = _field(raw, "image", where)
+            question = _field(raw, "text", where)
+            label = _yes_no_gold(_field(raw, "label", where), where, "label")
+            items.append(
+                EvalItem(
+                    id=f"{split}:{qid}", task=split, prompt=_yes_no_prompt(question, prompt_suffix), gold=label, kind="yesno",
+                    images=[_image_path(root, image, ("val2014", "images", "image"), image_dir)],
+                    meta={"question_id": qid, "image": image},
+                )
+            )  # fmt: skip
+    return items
+
+
+def _load_jsonl_text(text: str, path: Path) -> list[Any]:
+    records = []
+    for lineno, line in enumerate(text.splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as e:
+                raise BenchmarkFormatError(f"{path}: line {lineno} is not valid JSON ({e.msg})") from None
+    return records
+
+
+# ---------------------------------------------------------------------------------------------
 # dispatch, filters, media check
 # ---------------------------------------------------------------------------------------------
 
@@ -589,7 +846,14 @@ BENCHMARKS: dict[str, Callable[..., list[EvalItem]]] = {
     "dailyomni": read_dailyomni,
     "mvbench": read_mvbench,
     "mmau": read_mmau,
+    "amber": read_amber,
+    "objhal": read_objhal,
+    "mmhal": read_mmhal,
+    "pope": read_pope,
 }
+# readers that take --prompt_suffix (yes/no questions) and --image_dir
+_SUFFIX_READERS = ("avhbench", "cmm", "amber", "pope")
+_IMAGE_DIR_READERS = ("amber", "objhal", "mmhal", "pope")
 # tasks run when --tasks is not given (captioning is opt-in: long outputs, not scored)
 DEFAULT_EXCLUDED_TASKS = {"avhbench": {"AVC"}}
 
@@ -601,6 +865,7 @@ def read_benchmark(
     tasks: Sequence[str] | None = None,
     limit: int | None = None,
     prompt_suffix: str | None = None,
+    image_dir: str | None = None,
 ) -> list[EvalItem]:
     """Read benchmark ``name`` from ``data_dir``; keep ``tasks`` (names or aliases,
     case-insensitive; default: every task but AVHBench captioning) and the first ``limit``
@@ -609,9 +874,13 @@ def read_benchmark(
         raise ValueError(f"unknown benchmark {name!r}; choose from {', '.join(BENCHMARKS)}")
     if not Path(data_dir).is_dir():
         raise BenchmarkFormatError(f"--data_dir {data_dir} is not a folder")
-    kwargs = {"data_file": data_file}
-    if name in ("avhbench", "cmm") and prompt_suffix is not None:
+    kwargs: dict[str, Any] = {"data_file": data_file}
+    if name in _SUFFIX_READERS and prompt_suffix is not None:
         kwargs["prompt_suffix"] = prompt_suffix
+    if name in _IMAGE_DIR_READERS:
+        kwargs["image_dir"] = image_dir
+    elif image_dir:
+        raise ValueError(f"--image_dir is for the image benchmarks ({', '.join(_IMAGE_DIR_READERS)}), not {name}")
     items = BENCHMARKS[name](data_dir, **kwargs)
 
     if tasks:

@@ -10,6 +10,12 @@ Files in ``output_dir``:
 - ``metrics.json``: the scores, recomputed from ``predictions.jsonl`` at the end of every run.
 - ``results.md``: the paper-layout markdown table (:mod:`groundpo.eval.tables`).
 - ``missing_media.txt``: written only when media are missing, with every path.
+- ``judgments.jsonl`` (``mmhal``): the judge's review and rating of each prediction, appended as
+  they arrive, resumed like the predictions (:mod:`groundpo.eval.judge`).
+
+What a benchmark's scores need besides the predictions (COCO annotations for ``objhal``, NLTK
+data and a spaCy model for ``amber``'s generative task, a judge for ``mmhal``) is checked before
+any model is loaded.
 
 Testing aid: with ``GROUNDPO_EVAL_KILL_AFTER=k`` in the environment the process SIGKILLs itself
 right after writing its k-th prediction, the way an out-of-memory kill or a pre-empted job
@@ -29,10 +35,17 @@ from pathlib import Path
 from typing import Any, Self
 
 from .metrics import (
+    amber_answer,
+    amber_discriminative_scores,
+    amber_generative_scores,
+    chair_scores,
     choice_scores,
     cmm_scores,
+    mmhal_scores,
     parse_choice,
     parse_yes_no,
+    pope_answer,
+    pope_scores,
     yes_no_scores,
 )
 from .readers import (
@@ -68,6 +81,8 @@ _FINGERPRINT_KEYS = (
     "prompt_suffix",
     "model_args",
 )
+# benchmarks whose free-text answers are long descriptions: a larger default budget
+_LONG_ANSWER_BENCHMARKS = ("amber", "objhal", "mmhal")
 
 
 class PredictionsFileError(ValueError):
@@ -94,12 +109,30 @@ class EvalConfig:
     limit: int | None = None
     batch_size: int = 1
     max_new_tokens: int = 32
-    caption_max_new_tokens: int = 128
+    caption_max_new_tokens: int | None = None  # None: 512 for amber, objhal, mmhal; 128 otherwise
     infer_backend: str = "auto"
     use_audio_in_video: bool = True
     system: str | None = None
     prompt_suffix: str | None = None
     cmm_rule: str = "official"
+    yes_no_rule: str = "official"
+    image_dir: str | None = None
+    decoding: str = "greedy"
+    cd_alpha: float | None = None
+    cd_beta: float | None = None
+    cd_noise_step: int = 500
+    cd_entropy_threshold: float | None = None
+    coco_annotations: str | None = None
+    synonyms_file: str | None = None
+    nltk_data: str | None = None
+    spacy_model: str = "en_core_web_lg"
+    amber_similarity: float = 0.8
+    judge_model: str | None = None
+    judge_base_url: str | None = None
+    judge_api_key_env: str = "OPENAI_API_KEY"
+    judge_max_retries: int = 5
+    judge_timeout: float = 120.0
+    judge_prompt_file: str | None = None
     skip_missing_media: bool = False
     on_error: str = "raise"
     overwrite_output_dir: bool = False
@@ -107,6 +140,33 @@ class EvalConfig:
     disable_tqdm: bool = False
     # further ChatModel keys (video_fps, video_maxlen, video_max_pixels, image_max_pixels, infer_dtype, ...)
     model_args: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.caption_max_new_tokens is None:
+            self.caption_max_new_tokens = 512 if self.benchmark in _LONG_ANSWER_BENCHMARKS else 128
+
+    def decoding_config(self):
+        from .decoding import DecodingConfig
+
+        return DecodingConfig(
+            method=self.decoding,
+            alpha=self.cd_alpha,
+            beta=self.cd_beta,
+            noise_step=self.cd_noise_step,
+            entropy_threshold=self.cd_entropy_threshold,
+        ).resolved()
+
+    def judge_config(self):
+        from .judge import JudgeConfig
+
+        return JudgeConfig(
+            model=self.judge_model or "",
+            base_url=self.judge_base_url,
+            api_key_env=self.judge_api_key_env,
+            max_retries=self.judge_max_retries,
+            timeout=self.judge_timeout,
+            prompt_file=self.judge_prompt_file,
+        )
 
     def name(self) -> str:
         if self.run_name:
@@ -135,6 +195,9 @@ class EvalConfig:
         for key in ("model_name_or_path", "adapter_name_or_path"):
             if fp[key] and os.path.exists(str(fp[key])):
                 fp[key] = os.path.abspath(str(fp[key]))
+        decoding = self.decoding_config()
+        if decoding.contrastive:  # greedy runs keep the fingerprint they always had
+            fp["decoding"] = decoding.as_dict()
         return fp
 
 
@@ -192,8 +255,12 @@ def read_predictions(path: str | os.PathLike, repair: bool = False) -> dict[str,
     return records
 
 
-def _record(item: EvalItem, text: str, info: dict[str, Any]) -> dict[str, Any]:
-    if item.kind == "yesno":
+def _record(item: EvalItem, text: str, info: dict[str, Any], benchmark: str = "", yes_no_rule: str = "official") -> dict[str, Any]:
+    if item.kind == "yesno" and benchmark == "pope":
+        parsed = pope_answer(text, yes_no_rule)
+    elif item.kind == "yesno" and benchmark == "amber":
+        parsed = amber_answer(text, yes_no_rule)
+    elif item.kind == "yesno":
         parsed = parse_yes_no(text)
     elif item.kind == "choice":
         parsed = parse_choice(text, item.options or [])
@@ -239,10 +306,80 @@ def _grouped(items: list[tuple[EvalItem, str]]) -> dict[str, Any]:
     return out
 
 
-def score_items(benchmark: str, items: list[EvalItem], predictions: dict[str, dict[str, Any]], cmm_rule: str = "official") -> dict[str, Any]:
+def _two_rules(score: Any, rule: str) -> dict[str, Any]:
+    """``{"rule": rule, "official": score("official"), "lenient": score("lenient")}``."""
+    return {"rule": rule, "official": score("official"), "lenient": score("lenient")}
+
+
+def _pope(pairs: list[tuple[EvalItem, str]], rule: str) -> dict[str, Any]:
+    splits = list(dict.fromkeys(it.task for it, _ in pairs))
+
+    def score(r: str) -> dict[str, Any]:
+        out = {s: pope_scores([it.gold for it, p in pairs if it.task == s], [p for it, p in pairs if it.task == s], r) for s in splits}
+        if len(splits) > 1:
+            out["average"] = {
+                k: sum(out[s][k] for s in splits) / len(splits) if all(out[s][k] is not None for s in splits) else None
+                for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")
+            } | {"n": sum(out[s]["n"] for s in splits)}
+        return out
+
+    return {"splits": splits, **_two_rules(score, rule)}
+
+
+def _amber(pairs: list[tuple[EvalItem, str]], rule: str, resources: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    gen = [(it, p) for it, p in pairs if it.kind == "caption"]
+    dis = [(it, p) for it, p in pairs if it.kind == "yesno"]
+    if gen:
+        a = resources["amber"]
+        out["generative"] = amber_generative_scores(
+            [p for _, p in gen], [it.meta for it, _ in gen], a["association"], a["safe_words"], a["extract_nouns"], a["similar"]
+        )
+        out["generative"]["synonyms"] = a["synonyms"]
+    if dis:
+        golds, preds, kinds = [it.gold for it, _ in dis], [p for _, p in dis], [it.meta["type"] for it, _ in dis]
+        out["discriminative"] = _two_rules(lambda r: amber_discriminative_scores(golds, preds, kinds, r), rule)
+    return out
+
+
+def _mmhal(items: list[EvalItem], judgments: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    judged = [it for it in items if it.id in judgments]
+    ratings = [judgments[it.id].get("rating") for it in judged]
+    out = mmhal_scores(ratings)
+    out["question_type"] = {
+        t: mmhal_scores([judgments[it.id].get("rating") for it in judged if it.task == t])
+        for t in dict.fromkeys(it.task for it in judged)
+    }
+    models = sorted({str(judgments[it.id].get("judge_model")) for it in judged})
+    out["judge_model"] = ", ".join(models) if models else None
+    return out
+
+
+def score_items(
+    benchmark: str,
+    items: list[EvalItem],
+    predictions: dict[str, dict[str, Any]],
+    cmm_rule: str = "official",
+    yes_no_rule: str = "official",
+    resources: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Scores of ``items`` from their predictions (``id -> record`` with ``prediction``).
-    Items without a prediction are left out (and counted in ``metrics.json``)."""
+    Items without a prediction are left out (and counted in ``metrics.json``). ``resources``
+    holds what a benchmark needs besides (:func:`prepare_resources`)."""
+    resources = resources or {}
     pairs = [(it, str(predictions[it.id].get("prediction") or "")) for it in items if it.id in predictions]
+    if benchmark == "pope":
+        return _pope(pairs, yes_no_rule)
+    if benchmark == "amber":
+        return _amber(pairs, yes_no_rule, resources)
+    if benchmark == "objhal":
+        truth = resources["coco_truth"]
+        objects = resources.get("coco_objects")
+        out = chair_scores([p for _, p in pairs], [truth[it.meta["image_id"]] for it, _ in pairs], objects=objects)
+        out["synonyms"] = objects.source if objects is not None else None
+        return out
+    if benchmark == "mmhal":
+        return _mmhal([it for it, _ in pairs], resources.get("judgments", {}))
     if benchmark == "avhbench":
         out: dict[str, Any] = {}
         for code in AVHBENCH_TASKS:
@@ -334,26 +471,36 @@ def _progress(total: int, initial: int, desc: str, disable: bool):
 
 def run_eval(cfg: EvalConfig, engine_factory=None) -> dict[str, Any]:
     """Run one benchmark; returns the ``metrics.json`` content. ``engine_factory(model_args,
-    **kw)`` replaces :class:`groundpo.eval.engine.ChatEngine` (tests)."""
+    **kw)`` replaces :func:`groundpo.eval.engine.create_engine` (tests)."""
     from . import tables
     from .engine import resolve_backend
+    from .judge import JUDGMENTS
 
     if cfg.cmm_rule not in ("official", "strict"):
         raise ValueError("--cmm_rule must be official or strict")
+    if cfg.yes_no_rule not in ("official", "lenient"):
+        raise ValueError("--yes_no_rule must be official or lenient")
     if cfg.on_error not in ("raise", "record"):
         raise ValueError("--on_error must be raise or record")
-    items = read_benchmark(cfg.benchmark, cfg.data_dir, cfg.data_file, cfg.tasks, cfg.limit, cfg.prompt_suffix)
+    decoding = cfg.decoding_config()
+    items = read_benchmark(cfg.benchmark, cfg.data_dir, cfg.data_file, cfg.tasks, cfg.limit, cfg.prompt_suffix, cfg.image_dir)
     if not items:
         raise ValueError(f"no {cfg.benchmark} items selected in {cfg.data_dir} (check --tasks / --limit)")
+    resources = prepare_resources(cfg, items)
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
 
     with _Lock(out):
         if cfg.overwrite_output_dir and not cfg.score_only:
-            for name in (PREDICTIONS, METRICS, RESULTS, RUN_CONFIG, MISSING_MEDIA):
+            for name in (PREDICTIONS, METRICS, RESULTS, RUN_CONFIG, MISSING_MEDIA, JUDGMENTS):
                 (out / name).unlink(missing_ok=True)
         predictions = read_predictions(out / PREDICTIONS, repair=not cfg.score_only)
         todo = [it for it in items if it.id not in predictions]
+        if cfg.benchmark == "mmhal":
+            resources["judgments"] = read_predictions(out / JUDGMENTS, repair=True)
+            unjudged = [it for it in items if it.id not in resources["judgments"] and (it.id in predictions or not cfg.score_only)]
+            if unjudged:
+                cfg.judge_config().check()
 
         if todo and not cfg.score_only:
             missing = find_missing_media(todo)
@@ -374,25 +521,32 @@ def run_eval(cfg: EvalConfig, engine_factory=None) -> dict[str, Any]:
             # the same settings as the predictions already there, even when nothing is left to do
             needs_aiv = any(it.videos and it.audios for it in items)
             backend = resolve_backend(cfg.infer_backend, cfg.use_audio_in_video, needs_aiv)
+            if decoding.contrastive and backend == "vllm":
+                if str(cfg.infer_backend).lower() != "auto":
+                    raise ValueError(f"--decoding {decoding.method} needs --infer_backend huggingface")
+                backend = "huggingface"
             _check_run_config(out, cfg, backend, has_predictions=bool(predictions))
         if todo and not cfg.score_only:
             logger.info("%s: %d item(s) to generate, %d already in %s (backend: %s)", cfg.benchmark, len(todo), len(items) - len(todo), out / PREDICTIONS, backend)
             if engine_factory is None:
-                from .engine import ChatEngine
+                from .engine import create_engine
 
-                engine_factory = ChatEngine
+                engine_factory = create_engine
             engine = engine_factory(
                 cfg.chat_model_args(backend),
                 max_new_tokens=cfg.max_new_tokens,
                 caption_max_new_tokens=cfg.caption_max_new_tokens,
                 batch_size=cfg.batch_size,
                 system=cfg.system,
+                decoding=decoding,
             )
             _generate(engine, todo, out / PREDICTIONS, predictions, cfg, total=len(items))
         elif todo:
             logger.warning("--score_only: %d of %d item(s) have no prediction and are left out", len(todo), len(items))
 
-        scores = score_items(cfg.benchmark, items, predictions, cfg.cmm_rule)
+        if cfg.benchmark == "mmhal":
+            _judge(cfg, items, predictions, resources["judgments"], out / JUDGMENTS)
+        scores = score_items(cfg.benchmark, items, predictions, cfg.cmm_rule, cfg.yes_no_rule, resources)
         n_predicted = sum(it.id in predictions for it in items)
         metrics = {
             "benchmark": cfg.benchmark,
@@ -404,12 +558,67 @@ def run_eval(cfg: EvalConfig, engine_factory=None) -> dict[str, Any]:
             "n_items": len(items),
             "n_predicted": n_predicted,
             "n_missing": len(items) - n_predicted,
+            "decoding": decoding.as_dict() if decoding.contrastive else None,
             "scores": scores,
         }
         (out / METRICS).write_text(json.dumps(metrics, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         table = tables.results_markdown(metrics)
         (out / RESULTS).write_text(table, encoding="utf-8")
     return metrics
+
+
+def prepare_resources(cfg: EvalConfig, items: list[EvalItem]) -> dict[str, Any]:
+    """What scoring ``items`` needs besides the predictions, loaded (or checked) before any model
+    is: AMBER's word lists and language tools, CHAIR's COCO ground truth."""
+    out: dict[str, Any] = {}
+    if cfg.benchmark == "amber" and any(it.kind == "caption" for it in items):
+        from .language import nltk_noun_extractor, spacy_similarity
+        from .readers import amber_files
+
+        files = amber_files(cfg.data_dir)
+        association = json.loads(files["relation"].read_text(encoding="utf-8"))
+        if not isinstance(association, dict):
+            raise ValueError(f"{files['relation']}: expected an object of word -> associated words")
+        safe = [w.strip() for w in files["safe_words"].read_text(encoding="utf-8").splitlines() if w.strip()]
+        off = str(cfg.spacy_model).lower() in ("", "none", "off")
+        out["amber"] = {
+            "association": association,
+            "safe_words": safe,
+            "extract_nouns": nltk_noun_extractor(cfg.nltk_data),
+            "similar": None if off else spacy_similarity(cfg.spacy_model, cfg.amber_similarity),
+            "synonyms": None if off else f"spaCy {cfg.spacy_model} similarity > {cfg.amber_similarity}",
+        }
+    if cfg.benchmark == "objhal":
+        from .coco import CocoObjects, coco_ground_truth, default_objects
+
+        objects = CocoObjects(cfg.synonyms_file) if cfg.synonyms_file else default_objects()
+        folder = cfg.coco_annotations
+        if folder is None:
+            candidates = [Path(cfg.data_dir) / "annotations", Path(cfg.data_dir) / "coco2014" / "annotations"]
+            folder = str(next((c for c in candidates if c.is_dir()), candidates[0]))
+        out["coco_objects"] = objects
+        out["coco_truth"] = coco_ground_truth(folder, {it.meta["image_id"] for it in items}, objects)
+    return out
+
+
+def _judge(cfg: EvalConfig, items: list[EvalItem], predictions: dict, judgments: dict, path: Path) -> None:
+    from .judge import Judge, judge_predictions
+
+    other = {str(j.get("judge_model")) for j in judgments.values()} - {cfg.judge_model or ""}
+    if other and cfg.judge_model:
+        raise RunConfigMismatch(
+            f"{path} holds reviews by {', '.join(sorted(other))}, not {cfg.judge_model}; "
+            "use another --output_dir or --overwrite_output_dir"
+        )
+    todo = [it for it in items if it.id in predictions and it.id not in judgments]
+    if not todo:
+        return
+    logger.info("mmhal: %d answer(s) to judge with %s, %d already in %s", len(todo), cfg.judge_model, len(judgments), path)
+    bar = _progress(len(todo) + len(judgments), len(judgments), "judge", cfg.disable_tqdm)
+    try:
+        judge_predictions(items, predictions, judgments, path, Judge(cfg.judge_config()), progress=bar)
+    finally:
+        bar.close()
 
 
 def _generate(engine, todo: list[EvalItem], path: Path, predictions: dict[str, dict[str, Any]], cfg: EvalConfig, total: int) -> None:
@@ -419,7 +628,7 @@ def _generate(engine, todo: list[EvalItem], path: Path, predictions: dict[str, d
         with open(path, "a", encoding="utf-8") as f:
             for item, result in engine.generate(todo, return_errors=cfg.on_error == "record"):
                 if isinstance(result, Exception):
-                    rec = _record(item, "", {"error": str(result)})
+                    rec = _record(item, "", {"error": str(result)}, cfg.benchmark, cfg.yes_no_rule)
                 else:
                     rec = _record(
                         item,
@@ -428,7 +637,10 @@ def _generate(engine, todo: list[EvalItem], path: Path, predictions: dict[str, d
                             "prompt_length": result.prompt_length,
                             "response_length": result.response_length,
                             "finish_reason": result.finish_reason,
+                            **getattr(result, "info", {}),
                         },
+                        cfg.benchmark,
+                        cfg.yes_no_rule,
                     )
                 f.write(json.dumps(rec, ensure_ascii=False) + "\n")
                 f.flush()

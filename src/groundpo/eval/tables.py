@@ -3,6 +3,10 @@
 - AVHBench (MoD-DPO Table 1): task x {Acc, Pre, Rec, F1} (+ the leaderboard's Yes %).
 - CMM (MoD-DPO Table 2): pa / hr per subset (the ``sub_category`` names of the data).
 - DailyOmni, MVBench, MMAU: accuracy, overall and per task.
+- AMBER (JoMPO, MFPO, MBPO tables): generative CHAIR / Cover / Hal / Cog and discriminative
+  Acc / F1, overall and per dimension.
+- Object HalBench: CHAIRs / CHAIRi / object recall; MMHal-Bench: score and hallucination rate,
+  per question type; POPE: Acc / Pre / Rec / F1 / Yes % per split and their average.
 
 :func:`results_markdown` renders one run; :func:`compare_markdown` puts several runs side by
 side, one row per run ("base", "+DPO", "+MoD-DPO"), one table per benchmark. Scores print
@@ -22,6 +26,10 @@ TITLES = {
     "dailyomni": "DailyOmni",
     "mvbench": "MVBench",
     "mmau": "MMAU (test-mini)",
+    "amber": "AMBER",
+    "objhal": "Object HalBench",
+    "mmhal": "MMHal-Bench",
+    "pope": "POPE",
 }
 AVH_ROWS = {"ADVH": "ADVH (audio-driven video halluc.)", "VDAH": "VDAH (video-driven audio halluc.)", "AVM": "AV matching"}
 
@@ -116,8 +124,65 @@ def _choice(scores: dict[str, Any]) -> tuple[str, list[str]]:
     return markdown_table(["Task", "Acc", "N", "Unparsed"], rows), ["Accuracy in %; unparsable answers count as wrong."]
 
 
+_YES_NO_HOW = {
+    "amber": ("AMBER's scorer: only the exact answers 'Yes' and 'No' count", "whole-word yes/no parsing"),
+    "pope": ("POPE's rule: 'no' when the first sentence has the word no/No/not, else 'yes'", "whole-word yes/no parsing"),
+}
+
+
+def _rule_note(bench: str, block: dict[str, Any], headline: Any) -> str:
+    rule = block["rule"]
+    other = "lenient" if rule == "official" else "official"
+    how = _YES_NO_HOW[bench][0 if rule == "official" else 1]
+    return f"Yes/no rule: {rule} ({how}). With the {other} rule: {headline(block[other])}."
+
+
+def _amber(scores: dict[str, Any]) -> tuple[str, list[str]]:
+    parts, notes = [], []
+    g = scores.get("generative")
+    if g:
+        parts.append(markdown_table(["Generative", "CHAIR", "Cover", "Hal", "Cog", "N"], [["all", *(fmt(g[k]) for k in ("chair", "cover", "hal", "cog")), g["n"]]]))
+        notes.append("CHAIR = % hallucinated object mentions, Cover = % annotated objects mentioned, Hal = % answers with a "
+                     "hallucination, Cog = % of the hallucination-prone objects mentioned (lower is better except Cover); "
+                     + ("synonyms: " + g["synonyms"] if g.get("synonyms") else "synonym matching off (--spacy_model none)") + ".")
+    d = scores.get("discriminative")
+    if d:
+        s = d[d["rule"]]
+        rows = [[name, *(fmt(s[name][k]) for k in ("accuracy", "precision", "recall", "f1")), s[name]["n"], s[name]["unparsed"]] for name in s]
+        parts.append(markdown_table(["Discriminative", "Acc", "Pre", "Rec", "F1", "N", "Unparsed"], rows))
+        notes.append("Pre / Rec are those of the 'No' answers, as AMBER reports them.")
+        notes.append(_rule_note("amber", d, lambda o: f"acc {fmt(o['overall']['accuracy'])}, F1 {fmt(o['overall']['f1'])}"))
+    return "\n".join(parts), notes
+
+
+def _objhal(scores: dict[str, Any]) -> tuple[str, list[str]]:
+    table = markdown_table(["", "CHAIRs", "CHAIRi", "Recall", "N", "Mentions"], [["Object HalBench", fmt(scores["chair_s"]), fmt(scores["chair_i"]), fmt(scores["recall"]), scores["n"], scores["mentions"]]])
+    return table, [
+        "CHAIRs = % answers with a hallucinated COCO object, CHAIRi = % of COCO object mentions that are hallucinated, "
+        f"Recall = % of the ground-truth objects mentioned; synonyms: {scores.get('synonyms')}."
+    ]
+
+
+def _mmhal(scores: dict[str, Any]) -> tuple[str, list[str]]:
+    rows = [["Overall", fmt(scores["score"], 2), fmt(scores["hallucination_rate"]), scores["n"], scores["unparsed"]]]
+    rows += [[t, fmt(s["score"], 2), fmt(s["hallucination_rate"]), s["n"], s["unparsed"]] for t, s in scores.get("question_type", {}).items()]
+    return markdown_table(["Question type", "Score", "Hal. rate", "N", "No rating"], rows), [
+        f"Score = mean judge rating (0-6), Hal. rate = % rated below 3; a review without one valid rating counts 0. Judge: {scores.get('judge_model')}."
+    ]
+
+
+def _pope(scores: dict[str, Any]) -> tuple[str, list[str]]:
+    s = scores[scores["rule"]]
+    names = [*scores["splits"], *(["average"] if "average" in s else [])]
+    rows = [[n, *(fmt(s[n][k]) for k in ("accuracy", "precision", "recall", "f1", "yes_ratio")), s[n]["n"]] for n in names]
+    notes = [_rule_note("pope", scores, lambda o: ", ".join(f"{n} acc {fmt(o[n]['accuracy'])} F1 {fmt(o[n]['f1'])}" for n in names))]
+    return markdown_table(["Split", "Acc", "Pre", "Rec", "F1", "Yes %", "N"], rows), notes
+
+
 def run_table(benchmark: str, scores: dict[str, Any]) -> tuple[str, list[str]]:
     """``(table, notes)`` for one run's ``scores``."""
+    if benchmark in _IMAGE_TABLES:
+        return _IMAGE_TABLES[benchmark](scores)
     if benchmark == "avhbench":
         return _avhbench(scores)
     if benchmark == "cmm":
@@ -125,11 +190,17 @@ def run_table(benchmark: str, scores: dict[str, Any]) -> tuple[str, list[str]]:
     return _choice(scores)
 
 
+_IMAGE_TABLES = {"amber": _amber, "objhal": _objhal, "mmhal": _mmhal, "pope": _pope}
+
+
 def results_markdown(metrics: dict[str, Any]) -> str:
     """The ``results.md`` of a run: title, table, notes."""
     bench = metrics["benchmark"]
     table, notes = run_table(bench, metrics["scores"])
     head = f"## {TITLES.get(bench, bench)}: {metrics.get('name', '')}\n\n"
+    if metrics.get("decoding"):
+        d = metrics["decoding"]
+        head += f"Decoding: {d['method']} (alpha {d['alpha']}, beta {d['beta']}, noise step {d['noise_step']}, entropy gate {d['entropy_threshold']}).\n\n"
     info = f"{metrics['n_predicted']} of {metrics['n_items']} item(s) scored"
     if metrics.get("limit") is not None:
         info += f" (--limit {metrics['limit']} per task)"
@@ -145,7 +216,34 @@ def _union(lists: Sequence[Sequence[str]]) -> list[str]:
     return list(dict.fromkeys(x for seq in lists for x in seq))
 
 
+def _get(d: Any, *path: str) -> Any:
+    for key in path:
+        if not isinstance(d, dict):
+            return None
+        d = d.get(key)
+    return d
+
+
+def _compare_image(bench: str, runs: list[dict[str, Any]], names: list[str]) -> str:
+    columns: list[tuple[str, Any]]
+    if bench == "amber":
+        columns = [(k.upper() if k == "chair" else k.capitalize(), lambda s, k=k: _get(s, "generative", k)) for k in ("chair", "cover", "hal", "cog")]
+        columns += [(f"{lab}", lambda s, k=k: _get(s, "discriminative", s.get("discriminative", {}).get("rule", "official"), "overall", k)) for lab, k in (("Acc", "accuracy"), ("F1", "f1"))]
+    elif bench == "objhal":
+        columns = [(lab, lambda s, k=k: s.get(k)) for lab, k in (("CHAIRs", "chair_s"), ("CHAIRi", "chair_i"), ("Recall", "recall"))]
+    elif bench == "mmhal":
+        columns = [("Score", lambda s: s.get("score")), ("Hal. rate", lambda s: s.get("hallucination_rate"))]
+    else:  # pope
+        splits = _union([r["scores"].get("splits", []) for r in runs]) + ["average"]
+        columns = [(f"{sp} {lab}", lambda s, sp=sp, k=k: _get(s, s.get("rule", "official"), sp, k)) for sp in splits for lab, k in (("Acc", "accuracy"), ("F1", "f1"))]
+        columns = [c for c in columns if any(c[1](r["scores"]) is not None for r in runs)]
+    rows = [[name, *(fmt(get(r["scores"]), 2 if lab == "Score" else 1) for lab, get in columns)] for name, r in zip(names, runs)]
+    return markdown_table(["Model", *(lab for lab, _ in columns)], rows)
+
+
 def _compare_one(bench: str, runs: list[dict[str, Any]], names: list[str]) -> str:
+    if bench in _IMAGE_TABLES:
+        return _compare_image(bench, runs, names)
     if bench == "avhbench":
         codes = [c for c in AVH_ROWS if any(c in r["scores"] for r in runs)]
         header = ["Model"] + [f"{c} {m}" for c in codes for m in ("Acc", "Pre", "Rec", "F1")]
@@ -189,7 +287,11 @@ def compare_markdown(runs: Sequence[dict[str, Any]], names: Sequence[str] | None
     for bench in dict.fromkeys(r["benchmark"] for r in runs):
         idx = [i for i, r in enumerate(runs) if r["benchmark"] == bench]
         body = _compare_one(bench, [runs[i] for i in idx], [names[i] for i in idx])
-        rules = {runs[i]["scores"].get("rule") for i in idx} - {None}
-        note = f"\nCMM rule: {', '.join(sorted(rules))}.\n" if rules else ""
+        rules = {runs[i]["scores"].get("rule") or _get(runs[i]["scores"], "discriminative", "rule") for i in idx} - {None}
+        label = "CMM rule" if bench == "cmm" else "Yes/no rule"
+        note = f"\n{label}: {', '.join(sorted(rules))}.\n" if rules else ""
+        methods = sorted({(runs[i].get("decoding") or {}).get("method", "greedy") for i in idx})
+        if methods != ["greedy"]:
+            note += "\nDecoding: " + ", ".join(f"{names[i]}: {(runs[i].get('decoding') or {}).get('method', 'greedy')}" for i in idx) + ".\n"
         parts.append(f"## {TITLES.get(bench, bench)}\n\n{body}{note}")
     return "\n".join(parts)
