@@ -74,6 +74,7 @@ CORE = [
     "tqdm",
     "openai>=1.50",  # model endpoints (data building, judges): any OpenAI-compatible server
     "networkx==3.6.1",  # groundpo-data mfpo: the keyword graph and its weighted PageRank
+    "nltk==3.9.2",  # groundpo-eval amber: nouns and WordNet lemmas, as AMBER's scorer (its data: --nltk_data)
 ]
 
 EXTRAS = {
@@ -96,7 +97,10 @@ setup(
     python_requires=">=3.11,<3.12",
     package_dir={"": "src"},
     packages=find_packages("src"),
-    package_data={"groundpo.datagen": ["prompts/*/*.txt", "prompts/*/*.lines"]},  # groundpo-data's editable prompts
+    package_data={
+        "groundpo.datagen": ["prompts/*/*.txt", "prompts/*/*.lines"],  # groundpo-data's editable prompts
+        "groundpo.eval": ["data/*.txt"],  # groundpo-eval objhal: the COCO synonym table
+    },
     cmdclass={"build_py": BuildPyWithOverlay, "editable_wheel": EditableWheelWithOverlay},
     install_requires=CORE,
     extras_require=EXTRAS,
