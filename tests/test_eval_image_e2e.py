@@ -98,11 +98,12 @@ def test_pope_killed_midway_resumes_to_the_clean_run(tiny_vl, bench, tmp_path):
 
 def test_amber_end_to_end_with_a_stop_and_resume(tiny_vl, bench, tmp_path):
     out = tmp_path / "amber"
-    cfg = dict(
-        benchmark="amber", data_dir=str(bench["amber"]), output_dir=str(out), model_name_or_path=str(tiny_vl), template="qwen2_vl",
-        max_new_tokens=4, caption_max_new_tokens=8, batch_size=3, infer_backend="huggingface", disable_tqdm=True,
-        nltk_data=str(bench["amber"] / "nltk_data"), spacy_model="none", model_args={"image_max_pixels": 3136},
-    )  # fmt: skip
+    cfg = {
+        "benchmark": "amber", "data_dir": str(bench["amber"]), "output_dir": str(out), "model_name_or_path": str(tiny_vl),
+        "template": "qwen2_vl", "max_new_tokens": 4, "caption_max_new_tokens": 8, "batch_size": 3, "infer_backend": "huggingface",
+        "disable_tqdm": True, "nltk_data": str(bench["amber"] / "nltk_data"), "spacy_model": "none",
+        "model_args": {"image_max_pixels": 3136},
+    }  # fmt: skip
     with pytest.raises(KeyboardInterrupt):
         run_eval(EvalConfig(**cfg), engine_factory=_stopping_factory(3))
     assert len(_predictions(out)) == 3

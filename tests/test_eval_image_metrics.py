@@ -5,8 +5,17 @@ import json
 
 import pytest
 
-from groundpo.eval.coco import COCO_CATEGORIES, CocoObjects, MissingCocoAnnotations, coco_ground_truth
-from groundpo.eval.language import LanguageDataError, nltk_noun_extractor, spacy_similarity
+from groundpo.eval.coco import (
+    COCO_CATEGORIES,
+    CocoObjects,
+    MissingCocoAnnotations,
+    coco_ground_truth,
+)
+from groundpo.eval.language import (
+    LanguageDataError,
+    nltk_noun_extractor,
+    spacy_similarity,
+)
 from groundpo.eval.metrics import (
     amber_answer,
     amber_discriminative_scores,
@@ -153,7 +162,7 @@ def test_amber_generative_safe_words_and_synonyms():
     s = amber_generative_scores(["picture of a kitten"], ann, association, SAFE, _words)
     assert s["mentions"] == 2 and s["chair"] == 50.0 and s["cog"] == 100.0 and s["cover"] == 0.0
     # with a similarity that calls "kitten" a "dog": the kitten still hits cat, then covers dog instead
-    similar = lambda a, b: (a, b) == ("kitten", "dog")  # noqa: E731
+    similar = lambda a, b: (a, b) == ("kitten", "dog")
     s = amber_generative_scores(["picture of a kitten"], ann, association, SAFE, _words, similar=similar)
     assert s["chair"] == 0.0 and s["cover"] == 100.0 and s["cog"] == 100.0
     with pytest.raises(ValueError, match="'bird' is not in relation.json"):

@@ -6,7 +6,11 @@ import json
 import pytest
 
 from groundpo.eval import cli
-from groundpo.eval.readers import BenchmarkFormatError, find_missing_media, read_benchmark
+from groundpo.eval.readers import (
+    BenchmarkFormatError,
+    find_missing_media,
+    read_benchmark,
+)
 from groundpo.eval.synthetic import write_benchmark
 
 IMAGE_BENCHMARKS = ("amber", "objhal", "mmhal", "pope")

@@ -295,7 +295,7 @@ class BatchedEngine(ChatEngine):
                 try:
                     for p, r in zip(group, self.generate_batch(group)):
                         results[p.item.id] = r
-                except Exception as e:
+                except Exception as e:  # noqa: BLE001 - any failure of a batch is retried item by item
                     if len(group) == 1:
                         results[group[0].item.id] = self._item_error(group[0].item, e)
                         continue
@@ -303,7 +303,7 @@ class BatchedEngine(ChatEngine):
                     for p in group:
                         try:
                             results[p.item.id] = self.generate_batch([p])[0]
-                        except Exception as e1:
+                        except Exception as e1:  # noqa: BLE001 - becomes this item's error
                             results[p.item.id] = self._item_error(p.item, e1)
             for item, p in pending:
                 r = p if isinstance(p, ItemGenerationError) else results[item.id]

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from functools import lru_cache
+from functools import cache
 
-__all__ = ["LanguageDataError", "NLTK_RESOURCES", "nltk_noun_extractor", "spacy_similarity"]
+__all__ = ["NLTK_RESOURCES", "LanguageDataError", "nltk_noun_extractor", "spacy_similarity"]
 
 # NLTK resource -> where nltk.data.find looks for it
 NLTK_RESOURCES = {
@@ -96,7 +96,7 @@ def spacy_similarity(model: str, threshold: float = 0.8) -> Callable[[str, str],
             "(or pass --spacy_model FOLDER; --spacy_model none turns synonym matching off)"
         ) from None
 
-    @lru_cache(maxsize=None)
+    @cache
     def doc(word: str):
         return nlp(word)
 

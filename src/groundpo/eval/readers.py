@@ -52,19 +52,19 @@ __all__ = [
     "BenchmarkFormatError",
     "EvalItem",
     "MissingMediaError",
+    "amber_files",
     "choice_prompt",
     "find_missing_media",
-    "amber_files",
     "read_amber",
     "read_avhbench",
     "read_benchmark",
-    "read_mmhal",
-    "read_objhal",
-    "read_pope",
     "read_cmm",
     "read_dailyomni",
     "read_mmau",
+    "read_mmhal",
     "read_mvbench",
+    "read_objhal",
+    "read_pope",
 ]
 
 KINDS = ("yesno", "choice", "caption")

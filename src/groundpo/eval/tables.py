@@ -156,11 +156,13 @@ def _amber(scores: dict[str, Any]) -> tuple[str, list[str]]:
 
 
 def _objhal(scores: dict[str, Any]) -> tuple[str, list[str]]:
-    table = markdown_table(["", "CHAIRs", "CHAIRi", "Recall", "N", "Mentions"], [["Object HalBench", fmt(scores["chair_s"]), fmt(scores["chair_i"]), fmt(scores["recall"]), scores["n"], scores["mentions"]]])
-    return table, [
+    row = ["Object HalBench", *(fmt(scores[k]) for k in ("chair_s", "chair_i", "recall")), scores["n"], scores["mentions"]]
+    table = markdown_table(["", "CHAIRs", "CHAIRi", "Recall", "N", "Mentions"], [row])
+    note = (
         "CHAIRs = % answers with a hallucinated COCO object, CHAIRi = % of COCO object mentions that are hallucinated, "
         f"Recall = % of the ground-truth objects mentioned; synonyms: {scores.get('synonyms')}."
-    ]
+    )
+    return table, [note]
 
 
 def _mmhal(scores: dict[str, Any]) -> tuple[str, list[str]]:
