@@ -133,9 +133,12 @@ def _fail_factory(*a, **kw):
 def test_objhal_end_to_end_scores_chair(tiny_vl, bench, tmp_path, capsys):
     out = tmp_path / "objhal"
     base = _args("objhal", tiny_vl, bench["objhal"], out, "--batch_size", "2", "--decoding", "vcd", "--cd_alpha", "1.0")
+    with pytest.raises(KeyboardInterrupt):  # stopped after one answer, then resumed by the command
+        run_eval(cli.build_config(base), engine_factory=_stopping_factory(1))
+    assert len(_predictions(out)) == 1
     assert cli.main(base) == 0
     preds = _predictions(out)
-    assert len(preds) == 3 and all(p["decoding"] == "vcd" and p["contrast_steps"] >= 1 for p in preds)
+    assert len(preds) == len({p["id"] for p in preds}) == 3 and all(p["decoding"] == "vcd" and p["contrast_steps"] >= 1 for p in preds)
     items = {it.id: it for it in read_benchmark("objhal", bench["objhal"])}
     truth = coco_ground_truth(bench["objhal"] / "annotations", [it.meta["image_id"] for it in items.values()])
     assert truth[139] == {"person", "chair"} and truth[632] >= {"dining table", "cup", "pizza"}
@@ -231,9 +234,13 @@ def test_mmhal_judged_through_a_local_server_and_resumed(tiny_vl, bench, tmp_pat
         import groundpo.eval.judge as judge_mod
 
         monkeypatch.setattr(judge_mod.time, "sleep", lambda s: None)  # no waiting between retries
+        with pytest.raises(KeyboardInterrupt):  # stopped after two answers, before any judging
+            run_eval(cli.build_config(args), engine_factory=_stopping_factory(2))
+        assert len(_predictions(out)) == 2 and not server.requests
         with caplog.at_level("INFO"):
             assert cli.main(args) == 0
         assert len(server.requests) == 4  # 3 answers, one retried
+        assert len({p["id"] for p in _predictions(out)}) == len(_predictions(out)) == 3
         assert set(server.auth) == {f"Bearer {KEY}"} and {r["model"] for r in server.requests} == {"judge-1"}
         prompts = [r["messages"][0]["content"] for r in server.requests[1:]]
         preds = {p["id"]: p["prediction"] for p in _predictions(out)}
