@@ -35,7 +35,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .annotate import Annotator, Clip, ClipOptions, read_clips, read_text_table
-from .backends import TextEmbedder
+from .backends import TextEmbedder, require_different
 from .errors import InputError, Reject
 from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, opt
 from .runner import Item, ItemResult, Pipeline, sharegpt_row
@@ -173,14 +173,10 @@ class ACPOPipeline(Pipeline):
         if "output" in o.pair_types:
             question = self.ctx.rng(clip.id, "audio_question").choice(self.ctx.prompts.lines("audio_questions"))
 
-            def distinct(pair: AttributionPair) -> None:
-                if " ".join(pair.chosen.split()).lower() == " ".join(pair.rejected.split()).lower():
-                    raise Reject("schema", "chosen and rejected are the same text")
-
             try:
                 pair = self.ctx.chat("text").ask_json(
                     self.ctx.prompts.messages("attribution_pair", question=question, heard=theirs["audio"], seen=mine["visual"]),
-                    AttributionPair, "attribution_pair", check=distinct,
+                    AttributionPair, "attribution_pair", check=lambda p: require_different(p.chosen, p.rejected),
                 )
             except Reject as reject:
                 result.rejects.append({**reject.as_record(), "pair_type": "output"})

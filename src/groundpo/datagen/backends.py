@@ -137,6 +137,12 @@ def validate_answer(text: str, schema: type) -> Any:
         raise Reject("schema", f"{problems} (answer: {_short(text)})") from None
 
 
+def require_different(chosen: str, rejected: str) -> None:
+    """A preference pair whose two answers are the same text (ignoring case and spacing) teaches nothing."""
+    if " ".join(chosen.split()).lower() == " ".join(rejected.split()).lower():
+        raise Reject("identical_answers", f"chosen and rejected are the same text: {_short(chosen, 120)}")
+
+
 def _short(text: str, n: int = 300) -> str:
     text = " ".join(str(text).split())
     return text if len(text) <= n else text[: n - 3] + "..."

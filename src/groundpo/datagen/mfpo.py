@@ -369,7 +369,8 @@ class MFPOPipeline(Pipeline):
             for box, m in zip(boxes, masks):
                 inside = np.zeros_like(mask)
                 inside[box[1] : box[3], box[0] : box[2]] = True
-                mask |= inside if m is None else (inside & m)
+                refined = inside & m if m is not None else inside
+                mask |= refined if refined.any() else inside  # a segmenter that finds nothing in the box: the box
             if not mask.any():
                 mask = None
         perturbed = diffusion_perturb(np.asarray(image), mask, o.diffusion_steps, self.ctx.seed_of(item.id, "noise"))

@@ -45,6 +45,7 @@ from typing import Literal
 from pydantic import BaseModel, Field, field_validator
 
 from .annotate import Annotator, ClipOptions, read_clips
+from .backends import require_different
 from .errors import InputError, Reject
 from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, opt
 from .runner import Item, ItemResult, Pipeline, sharegpt_row
@@ -134,11 +135,6 @@ class Verification(BaseModel):
 class PreferencePair(BaseModel):
     chosen: str = Field(min_length=1)
     rejected: str = Field(min_length=1)
-
-
-def check_distinct(pair: PreferencePair) -> None:
-    if " ".join(pair.chosen.split()).lower() == " ".join(pair.rejected.split()).lower():
-        raise Reject("schema", "chosen and rejected are the same text")
 
 
 def starts_with(text: str, word: str) -> bool:
@@ -287,7 +283,7 @@ class ModDPOPipeline(Pipeline):
         }[modality]
 
         def check(pair: PreferencePair) -> None:
-            check_distinct(pair)
+            require_different(pair.chosen, pair.rejected)
             if answer is not None:
                 opposite = "No" if answer == "Yes" else "Yes"
                 if not starts_with(pair.chosen, answer):

@@ -1,6 +1,7 @@
 """The prompts the pipelines send, kept in editable text files.
 
-Packaged prompts live in ``groundpo/datagen/prompts/<pipeline>/<name>.txt``. ``--prompts_dir DIR``
+Packaged prompts live in ``groundpo/datagen/prompts/<pipeline>/<name>.txt`` (those several
+pipelines send, such as the stage-1 captions, in ``prompts/shared/``). ``--prompts_dir DIR``
 replaces any of them: ``DIR/<name>.txt`` (or ``DIR/<pipeline>/<name>.txt``) wins over the
 packaged file of the same name. A prompt file has an optional ``[system]`` section and a
 ``[user]`` section; ``$name`` / ``${name}`` are filled in by the pipeline (``$$`` is a dollar
@@ -32,7 +33,7 @@ class PromptBook:
             if not Path(override_dir).is_dir():
                 raise InputError(f"--prompts_dir: folder {override_dir!r} not found")
             self.dirs += [Path(override_dir) / pipeline, Path(override_dir)]
-        self.dirs.append(PACKAGED / pipeline)
+        self.dirs += [PACKAGED / pipeline, PACKAGED / "shared"]
 
     def path(self, filename: str) -> Path:
         for folder in self.dirs:

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
-from .backends import ImageEmbedder, image_part
+from .backends import ImageEmbedder, image_part, require_different
 from .errors import InputError, Reject
 from .media import IMAGE_EXTENSIONS, list_files, load_image
 from .options import CommonOptions, VisionEndpointOptions, opt
@@ -176,12 +176,6 @@ def pick_type(answer: ContrastScores) -> tuple[str, float, float]:
     return best, scores[best].importance, scores[best].hallucination_likelihood
 
 
-def _different(*texts: str) -> None:
-    norm = [" ".join(t.split()).lower() for t in texts]
-    if norm[-1] == norm[-2]:
-        raise Reject("schema", "the two responses are the same text; they must differ where the images differ")
-
-
 # ---------------------------------------------------------------- the pipeline
 @dataclass(kw_only=True)
 class VTCOptions(VisionEndpointOptions, CommonOptions):
@@ -315,13 +309,13 @@ class VTCPipeline(Pipeline):
                     question = self.ctx.rng(item.id, "question").choice(self.ctx.prompts.lines("description_questions"))
                     answer = chat.ask_json(
                         self.ctx.prompts.messages("description", media=parts, contrast=contrast, question=question),
-                        Descriptions, "description", check=lambda r: _different(r.description_a, r.description_b),
+                        Descriptions, "description", check=lambda r: require_different(r.description_a, r.description_b),
                     )
                     chosen, rejected = answer.description_a, answer.description_b
                 else:
                     answer = chat.ask_json(
                         self.ctx.prompts.messages("vqa", media=parts, contrast=contrast),
-                        ContrastVQA, "vqa", check=lambda r: _different(r.answer_a, r.answer_b),
+                        ContrastVQA, "vqa", check=lambda r: require_different(r.answer_a, r.answer_b),
                     )
                     question, chosen, rejected = answer.question.strip(), answer.answer_a, answer.answer_b
             except Reject as reject:

@@ -96,6 +96,11 @@ def _problem(body: Any) -> str | None:
     return None
 
 
+class _QuietServer(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:  # a client killed mid-request is expected in tests
+        pass
+
+
 class ScriptedChatServer:
     def __init__(self, script: Script, model: str = "scripted", report_usage: bool = True) -> None:
         self.script = script
@@ -109,7 +114,7 @@ class ScriptedChatServer:
         self._gate.set()
         self.held = 0
         self._held_event = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
