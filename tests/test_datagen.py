@@ -283,6 +283,31 @@ def test_bad_input_stops_before_any_request_and_names_the_item_field_and_path(tm
     assert "give --vision_api_base / --vision_api_model (or --api_base / --api_model)" in err
 
 
+def test_a_corrupt_clip_is_rejected_with_its_path_the_others_are_built_and_unreported_tokens_are_said(tmp_path, capsys):
+    from groundpo.datagen.media import mux
+    from groundpo.testing.media import write_shape_video, write_tone_wav
+
+    video = write_shape_video(tmp_path / "v.mp4", shape="circle", colour="red", direction="left_to_right", seconds=1)
+    mux(video, write_tone_wav(tmp_path / "a.wav", kind="low_hum", seconds=1, sample_rate=16000), tmp_path / "clips" / "good.mp4")
+    (tmp_path / "clips" / "bad.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video")
+    for kind in ("visual", "audio"):
+        (tmp_path / f"{kind}.json").write_text(json.dumps({"good": f"{kind} of good", "bad": f"{kind} of bad"}))
+    pair = json.dumps({"chosen": "A red circle moves.", "rejected": "A red circle hums."})
+    with ScriptedChatServer(lambda body: pair, report_usage=False) as server:
+        code = main(["mod_dpo", "--videos", str(tmp_path / "clips"), "--visual_captions", str(tmp_path / "visual.json"),
+                     "--audio_captions", str(tmp_path / "audio.json"), "--tasks", "captioning", "--mismatch_ratio", "0", "--output_dir", str(tmp_path / "out"),
+                     "--api_base", server.base_url, "--api_model", "m", "--progress", "false"])
+    assert code == 0
+    rejects = [json.loads(line) for line in (tmp_path / "out" / "rejects.jsonl").read_text().splitlines()]
+    assert [(r["item"], r["reason"]) for r in rejects] == [("bad", "unreadable_media")]
+    assert str(tmp_path / "clips" / "bad.mp4") in rejects[0]["detail"]
+    rows = json.loads((tmp_path / "out" / "rows.json").read_text())
+    assert [r["id"] for r in rows] == ["good#0", "good#1"]
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())
+    assert summary["tokens"] is None and summary["answers_without_usage"] == 2
+    assert "tokens:     not reported by the endpoint" in capsys.readouterr().out
+
+
 def test_every_pipeline_is_registered_with_its_stage_and_help(capsys):
     assert main(["list"]) == 0
     listing = capsys.readouterr().out

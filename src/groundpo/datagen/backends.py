@@ -287,7 +287,7 @@ class ChatBackend:
                 return answer
             except Reject as reject:
                 last = reject
-        raise Reject(last.reason, f"{name}: {last.detail}", request=name, **last.extra)
+        raise Reject(last.reason, f"{name}: {last.detail}", **{**last.extra, "request": name})
 
     def ask_text(self, messages: list[dict[str, Any]], name: str) -> str:
         """A non-empty free-text answer (captions)."""

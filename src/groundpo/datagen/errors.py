@@ -7,7 +7,11 @@
   The item is not recorded, so the next run tries it again; the run ends "incomplete".
 - :class:`InputError` / :class:`FatalBackendError`: bad input (a missing file, an unreadable
   caption file) or an endpoint that refuses every request (wrong model name, bad key). The run
-  stops with a message naming the item, field and path; what was built so far stays.
+  stops with a message naming the item, field and path; what was built so far stays. Missing
+  files and bad source files are found before the first request.
+- :class:`MediaError`: one item's media file exists but cannot be decoded (a corrupt video, a
+  clip without an audio track). The item is rejected (``unreadable_media``, with the path) and
+  the build goes on: one bad file in 100k does not stop it.
 """
 
 from __future__ import annotations
@@ -43,3 +47,7 @@ class FatalBackendError(RuntimeError):
 
 class InputError(ValueError):
     """Bad input data or a bad model path; the message names the item, field and path."""
+
+
+class MediaError(InputError):
+    """A media file that cannot be decoded; rejects the item that needs it."""

@@ -1,8 +1,9 @@
 """Media for the pipelines, all through PyAV (FFmpeg): frames at a frame rate, audio tracks as
 wav, a clip's video muxed with another clip's audio, and atomic writes of output files.
 
-Errors name the file: a video that cannot be decoded, or a clip without an audio track, raises
-:class:`~groundpo.datagen.errors.InputError` with the path.
+Errors name the file: a missing file raises :class:`~groundpo.datagen.errors.InputError`; a file
+that cannot be decoded, or a clip without an audio track, raises
+:class:`~groundpo.datagen.errors.MediaError` (the item that needs it is rejected, the build goes on).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .errors import InputError
+from .errors import InputError, MediaError
 
 VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".avi", ".mov")
 AUDIO_EXTENSIONS = (".wav", ".flac", ".mp3", ".ogg", ".m4a")
@@ -60,14 +61,14 @@ def _open(path: str | os.PathLike):
     try:
         return av.open(str(path))
     except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-        raise InputError(f"cannot read media file {path}: {e}") from None
+        raise MediaError(f"cannot read media file {path}: {e}") from None
 
 
 def video_duration(path: str | os.PathLike) -> float:
     """Seconds of the first video stream (of the container when the stream does not say)."""
     with _open(path) as container:
         if not container.streams.video:
-            raise InputError(f"no video stream in {path}")
+            raise MediaError(f"no video stream in {path}")
         stream = container.streams.video[0]
         if stream.duration is not None and stream.time_base is not None:
             return float(stream.duration * stream.time_base)
@@ -87,7 +88,7 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | N
     next_time = 0.0
     with _open(path) as container:
         if not container.streams.video:
-            raise InputError(f"no video stream in {path}")
+            raise MediaError(f"no video stream in {path}")
         stream = container.streams.video[0]
         try:
             for frame in container.decode(stream):
@@ -97,9 +98,9 @@ def sample_frames(path: str | os.PathLike, fps: float = 1.0, max_frames: int | N
                     while next_time <= t + 1e-6:
                         next_time += step
         except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-            raise InputError(f"cannot decode video {path}: {e}") from None
+            raise MediaError(f"cannot decode video {path}: {e}") from None
     if not frames:
-        raise InputError(f"no frames decoded from {path}")
+        raise MediaError(f"no frames decoded from {path}")
     if max_frames and len(frames) > max_frames:
         keep = np.linspace(0, len(frames) - 1, max_frames).round().astype(int)
         frames = [frames[i] for i in keep]
@@ -113,7 +114,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
     chunks = []
     with _open(path) as container:
         if not container.streams.audio:
-            raise InputError(f"no audio track in {path}")
+            raise MediaError(f"no audio track in {path}")
         resampler = av.AudioResampler(format="s16", layout="mono", rate=sample_rate)
         try:
             for frame in container.decode(container.streams.audio[0]):
@@ -122,7 +123,7 @@ def read_audio(path: str | os.PathLike, sample_rate: int = 16000) -> np.ndarray:
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().reshape(-1))
         except av.error.FFmpegError as e:  # type: ignore[attr-defined]
-            raise InputError(f"cannot decode audio of {path}: {e}") from None
+            raise MediaError(f"cannot decode audio of {path}: {e}") from None
     return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, dtype=np.int16)
 
 
@@ -143,7 +144,7 @@ def extract_audio(src: str | os.PathLike, dst: str | os.PathLike, sample_rate: i
     if seconds is not None:
         samples = samples[: int(round(seconds * sample_rate))]
     if samples.size == 0:
-        raise InputError(f"the audio track of {src} is empty")
+        raise MediaError(f"the audio track of {src} is empty")
     return write_wav(dst, samples, sample_rate)
 
 
@@ -206,7 +207,7 @@ def load_image(path: str | os.PathLike) -> Any:
         with Image.open(path) as img:
             return img.convert("RGB")
     except (UnidentifiedImageError, OSError) as e:
-        raise InputError(f"cannot read image {path}: {e}") from None
+        raise MediaError(f"cannot read image {path}: {e}") from None
 
 
 def save_png(path: str | os.PathLike, pixels: np.ndarray) -> Path:

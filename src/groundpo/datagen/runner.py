@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .backends import ChatBackend, Meter, RetryPolicy, metered
-from .errors import FatalBackendError, InputError, Reject, TransientError
+from .errors import FatalBackendError, InputError, MediaError, Reject, TransientError
 from .options import CommonOptions
 from .progress import format_summary, progress_bar, summarize
 from .prompts import PromptBook
@@ -234,6 +234,8 @@ def _process(pipeline: Pipeline, item: Item) -> tuple[ItemResult, Meter]:
             result = pipeline.process(item)
         except Reject as reject:
             result = ItemResult(rejects=[reject.as_record()])
+        except MediaError as e:  # one corrupt file does not stop a large build
+            result = ItemResult(rejects=[{"reason": "unreadable_media", "detail": str(e)}])
     return result, meter
 
 
