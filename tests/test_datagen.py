@@ -342,3 +342,33 @@ def test_tag_distance_ignores_case_and_plurals():
     assert tag_distance(["speech"], ["music"]) == 1.0
     assert tag_distance(["speech", "music"], ["music"]) == 0.5
     assert tag_distance([], []) == 0.0
+
+
+def test_every_option_the_docs_pass_to_groundpo_data_exists():
+    """docs/data.md and the README: each --option of a groundpo-data command is an option of that pipeline."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    known = {name: {f.name for f in dataclasses.fields(get_pipeline(name).options_class)} for name in PIPELINES}
+    known["merge"] = {"output_dir", "allow_partial"}
+    checked = 0
+    for doc in (root / "docs" / "data.md", root / "README.md"):
+        text = doc.read_text(encoding="utf-8")
+        assert "docs/data.md" in text or doc.name == "data.md"
+        for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+            command = None
+            for line in block.replace("\\\n", " ").splitlines():
+                found = re.search(r"groundpo-data (\w+)", line)
+                if not found:
+                    continue
+                command = found.group(1)
+                options = re.findall(r"--(\w+)", line[found.end():].split("#")[0])
+                if command in known:
+                    unknown = set(options) - known[command] - {"help"}
+                    assert not unknown, f"{doc.name}: groundpo-data {command} has no option(s) {sorted(unknown)}"
+                    checked += len(options)
+    assert checked > 40  # the parser found the commands
+    for name in PIPELINES:  # one section per pipeline with its paper-scale command
+        assert f"## `{name}`" in (root / "docs" / "data.md").read_text()
