@@ -74,6 +74,7 @@ CORE = [
     "tqdm",
     "openai>=1.50",  # model endpoints (data building, judges): any OpenAI-compatible server
     "networkx==3.6.1",  # groundpo-data mfpo: the keyword graph and its weighted PageRank
+    "filelock==4.3.2",  # groundpo-data: one build per output folder (also required by torch, datasets)
     "nltk==3.9.2",  # groundpo-eval amber: nouns and WordNet lemmas, as AMBER's scorer (its data: --nltk_data)
 ]
 

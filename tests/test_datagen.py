@@ -124,6 +124,17 @@ def test_store_drops_a_line_cut_by_a_kill_keeps_first_records_and_appends_cleanl
         JsonlStore(path)
 
 
+def test_two_builds_never_write_to_one_output_folder(tmp_path):
+    from groundpo.datagen.resume import RunLock
+
+    with RunLock(tmp_path):
+        with pytest.raises(StoreError, match="another groundpo-data run is writing to"):
+            with RunLock(tmp_path):
+                pass
+    with RunLock(tmp_path):  # released: the next run gets it
+        pass
+
+
 def test_shards_partition_the_items_in_source_order_and_limit_takes_the_first_ones():
     items = [Item(f"i{k}") for k in range(7)]
     shards = [select_items(items, (i, 3), None) for i in range(3)]

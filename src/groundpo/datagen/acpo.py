@@ -119,7 +119,7 @@ class ACPOPipeline(Pipeline):
 
     def setup(self) -> None:
         self.annotator.load_models()
-        self.embedder = TextEmbedder(self.options.text_model, self.options.device, option="text_model") if self.options.curation == "embedding" else None
+        self.embedder = TextEmbedder(self.options.text_model, self.options.device) if self.options.curation == "embedding" else None
 
     def describe(self, clip: Clip) -> dict:
         """Visual description, audio description, audio tags and joint caption of a clip (once per clip)."""

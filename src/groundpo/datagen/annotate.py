@@ -67,7 +67,7 @@ def read_clips(source: str) -> list[Clip]:
         for video in list_files(path, VIDEO_EXTENSIONS):
             clips.append(Clip(video.relative_to(path).with_suffix("").as_posix(), str(video)))
     elif path.is_file():
-        for where, entry in _read_entries(path):
+        for where, entry in read_entries(path):
             video = entry.get("video")
             if not isinstance(video, str) or not video:
                 raise InputError(f"{where}: field 'video' missing (each entry needs a video path)")
@@ -95,14 +95,19 @@ def _first(entry: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
-def _read_entries(path: Path) -> list[tuple[str, dict[str, Any]]]:
-    """``(where, entry)`` of a JSON list / dict, a JSONL file or a CSV with a header."""
+def read_entries(path: Path) -> list[tuple[str, dict[str, Any]]]:
+    """``(where, entry)`` of a JSON list or mapping, a JSONL file (``.jsonl``, or JSON that is not one
+    document) or a CSV with a header; ``where`` is the file and line/entry for error messages."""
     text = path.read_text(encoding="utf-8")
     if path.suffix.lower() == ".csv":
         return [(f"{path}:{n}", dict(row)) for n, row in enumerate(csv.DictReader(text.splitlines()), 2)]
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
+    data: Any = None
+    if path.suffix.lower() != ".jsonl":
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError:
+            data = None
+    if data is None:
         entries = []
         for n, line in enumerate(text.splitlines(), 1):
             if line.strip():
@@ -110,7 +115,6 @@ def _read_entries(path: Path) -> list[tuple[str, dict[str, Any]]]:
                     entries.append((f"{path}:{n}", json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise InputError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        data = None
     else:
         if isinstance(data, dict) and isinstance(data.get("sentences"), list):  # MSR-VTT annotation file
             data = data["sentences"]
@@ -132,7 +136,7 @@ def read_text_table(path: str, option: str, field_names: tuple[str, ...] = TEXT_
     if not file.is_file():
         raise InputError(f"--{option}: file {path!r} not found")
     table: dict[str, list[str]] = {}
-    for where, entry in _read_entries(file):
+    for where, entry in read_entries(file):
         key, value = _first(entry, ID_FIELDS), _first(entry, field_names)
         if key is None:
             raise InputError(f"--{option}: {where}: no id field (one of {', '.join(ID_FIELDS)})")
@@ -149,7 +153,7 @@ def read_tag_table(path: str, option: str) -> dict[str, list[str]]:
     if not file.is_file():
         raise InputError(f"--{option}: file {path!r} not found")
     table: dict[str, list[str]] = {}
-    for where, entry in _read_entries(file):
+    for where, entry in read_entries(file):
         key, tags = _first(entry, ID_FIELDS), entry.get("tags")
         if key is None:
             raise InputError(f"--{option}: {where}: no id field (one of {', '.join(ID_FIELDS)})")

@@ -333,8 +333,7 @@ def serialised(method: Callable) -> Callable:
 
     @functools.wraps(method)
     def wrapper(self, *args, **kwargs):
-        lock = self.__dict__.setdefault("_lock", threading.Lock())
-        with lock:
+        with self._lock:
             return method(self, *args, **kwargs)
 
     return wrapper
@@ -347,75 +346,76 @@ def _normalised(x: Any) -> Any:
     return x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
-class ImageEmbedder:
-    """L2-normalised image embeddings: CLIP/SigLIP image features, else the pooled output (DINOv2)."""
+class LocalModel:
+    """A transformers model and its processor loaded from a folder (``model_class`` / ``processor_class``
+    name ``transformers`` auto classes), in eval mode on ``device``; calls are serialised."""
 
-    def __init__(self, path: str, device: str = "auto", batch_size: int = 64, option: str = "image_model") -> None:
-        from transformers import AutoImageProcessor, AutoModel
+    model_class = "AutoModel"
+    processor_class = "AutoProcessor"
+    option = "model"  # the option naming the folder, for error messages
 
+    def __init__(self, path: str, device: str = "auto", option: str | None = None, batch_size: int = 64) -> None:
+        import transformers
+
+        folder = _model_dir(path, option or self.option)
         self.device = resolve_device(device)
-        self.processor = AutoImageProcessor.from_pretrained(_model_dir(path, option))
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+        self.processor = getattr(transformers, self.processor_class).from_pretrained(folder)
+        self.model = getattr(transformers, self.model_class).from_pretrained(folder).to(self.device).eval()
         self.batch_size = batch_size
+        self._lock = threading.Lock()
 
     @serialised
-    def embed(self, images: list[Any]) -> Any:
+    def embed(self, inputs: list[Any]) -> Any:
+        """L2-normalised embeddings of ``inputs``, ``batch_size`` at a time."""
         import numpy as np
         import torch
 
         out = []
-        for start in range(0, len(images), self.batch_size):
-            batch = [img.convert("RGB") for img in images[start : start + self.batch_size]]
-            inputs = self.processor(images=batch, return_tensors="pt").to(self.device)
+        for start in range(0, len(inputs), self.batch_size):
             with torch.no_grad():
-                if hasattr(self.model, "get_image_features"):
-                    feats = _features(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
-                else:
-                    feats = _features(self.model(**inputs))
-            out.append(_normalised(feats))
+                out.append(_normalised(self._features(inputs[start : start + self.batch_size])))
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
-
-class TextEmbedder:
-    """L2-normalised text embeddings: CLIP/SigLIP text features, else mean-pooled hidden states."""
-
-    def __init__(self, path: str, device: str = "auto", batch_size: int = 64, option: str = "text_model") -> None:
-        from transformers import AutoModel, AutoTokenizer
-
-        self.device = resolve_device(device)
-        self.tokenizer = AutoTokenizer.from_pretrained(_model_dir(path, option))
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
-        self.batch_size = batch_size
-
-    @serialised
-    def embed(self, texts: list[str]) -> Any:
-        import numpy as np
-        import torch
-
-        out = []
-        for start in range(0, len(texts), self.batch_size):
-            batch = texts[start : start + self.batch_size]
-            inputs = self.tokenizer(batch, padding=True, truncation=True, return_tensors="pt").to(self.device)
-            with torch.no_grad():
-                if hasattr(self.model, "get_text_features"):
-                    feats = _features(self.model.get_text_features(**inputs))
-                else:
-                    hidden = self.model(**inputs).last_hidden_state
-                    mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-                    feats = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-            out.append(_normalised(feats))
-        return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    def _features(self, batch: list[Any]) -> Any:
+        raise NotImplementedError
 
 
-class ZeroShotDetector:
+class ImageEmbedder(LocalModel):
+    """Image embeddings: CLIP/SigLIP image features, else the pooled output (DINOv2)."""
+
+    processor_class = "AutoImageProcessor"
+    option = "image_model"
+
+    def _features(self, batch: list[Any]) -> Any:
+        inputs = self.processor(images=[img.convert("RGB") for img in batch], return_tensors="pt").to(self.device)
+        if hasattr(self.model, "get_image_features"):
+            return _features(self.model.get_image_features(pixel_values=inputs["pixel_values"]))
+        return _features(self.model(**inputs))
+
+
+class TextEmbedder(LocalModel):
+    """Text embeddings: CLIP/SigLIP text features, else mean-pooled hidden states (sentence encoders)."""
+
+    processor_class = "AutoTokenizer"
+    option = "text_model"
+
+    def _features(self, batch: list[str]) -> Any:
+        inputs = self.processor(list(batch), padding=True, truncation=True, return_tensors="pt").to(self.device)
+        if hasattr(self.model, "get_text_features"):
+            return _features(self.model.get_text_features(**inputs))
+        hidden = self.model(**inputs).last_hidden_state
+        mask = inputs["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
+
+
+class ZeroShotDetector(LocalModel):
     """Text-prompted boxes (Grounding DINO, OWL-ViT, OWLv2) in pixel coordinates of the image."""
 
-    def __init__(self, path: str, device: str = "auto", threshold: float = 0.3, option: str = "detector_model") -> None:
-        from transformers import AutoModelForZeroShotObjectDetection, AutoProcessor
+    model_class = "AutoModelForZeroShotObjectDetection"
+    option = "detector_model"
 
-        self.device = resolve_device(device)
-        self.processor = AutoProcessor.from_pretrained(_model_dir(path, option))
-        self.model = AutoModelForZeroShotObjectDetection.from_pretrained(path).to(self.device).eval()
+    def __init__(self, path: str, device: str = "auto", threshold: float = 0.3) -> None:
+        super().__init__(path, device)
         self.threshold = threshold
 
     @serialised
@@ -447,15 +447,10 @@ class ZeroShotDetector:
         return sorted(found, key=lambda f: -f[2])
 
 
-class BoxSegmenter:
+class BoxSegmenter(LocalModel):
     """Masks inside boxes with a box-prompted segmenter (SAM, SAM-HQ) loaded from a folder."""
 
-    def __init__(self, path: str, device: str = "auto", option: str = "segmenter_model") -> None:
-        from transformers import AutoModel, AutoProcessor
-
-        self.device = resolve_device(device)
-        self.processor = AutoProcessor.from_pretrained(_model_dir(path, option))
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+    option = "segmenter_model"
 
     @serialised
     def masks(self, image: Any, boxes: list[list[float]]) -> list[Any]:
@@ -478,15 +473,15 @@ class BoxSegmenter:
         return [m[0].numpy().astype(bool) for m in masks]
 
 
-class ImageTagger:
+class ImageTagger(LocalModel):
     """Multi-label tags from an image classifier (sigmoid scores above a threshold, union over frames)."""
 
-    def __init__(self, path: str, device: str = "auto", threshold: float = 0.5, top_k: int = 20, option: str = "tagger_model") -> None:
-        from transformers import AutoImageProcessor, AutoModelForImageClassification
+    model_class = "AutoModelForImageClassification"
+    processor_class = "AutoImageProcessor"
+    option = "tagger_model"
 
-        self.device = resolve_device(device)
-        self.processor = AutoImageProcessor.from_pretrained(_model_dir(path, option))
-        self.model = AutoModelForImageClassification.from_pretrained(path).to(self.device).eval()
+    def __init__(self, path: str, device: str = "auto", threshold: float = 0.5, top_k: int = 20) -> None:
+        super().__init__(path, device)
         self.threshold = threshold
         self.top_k = top_k
 

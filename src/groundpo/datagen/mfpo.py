@@ -226,14 +226,14 @@ def _text(value: Any) -> str | None:
 
 def read_preference_rows(path: str, media_dir: str | None) -> list[dict[str, Any]]:
     """Rows ``{id, messages, chosen, rejected, image}`` of a sharegpt / alpaca / flat preference file."""
-    from .annotate import _read_entries
+    from .annotate import read_entries
 
     file = Path(path)
     if not file.is_file():
         raise InputError(f"--source: file {path!r} not found")
     base = Path(media_dir) if media_dir else file.parent
     rows = []
-    for n, (where, raw) in enumerate(_read_entries(file)):
+    for n, (where, raw) in enumerate(read_entries(file)):
         chosen, rejected = _text(raw.get("chosen")), _text(raw.get("rejected"))
         for name, value in (("chosen", chosen), ("rejected", rejected)):
             if value is None:
@@ -271,13 +271,13 @@ def read_preference_rows(path: str, media_dir: str | None) -> list[dict[str, Any
 
 def read_box_file(path: str) -> dict[str, list[dict[str, Any]]]:
     """``row id or image path -> [{"keyword", "box"}]`` of a ``--boxes`` file (pixel boxes)."""
-    from .annotate import _read_entries
+    from .annotate import read_entries
 
     file = Path(path)
     if not file.is_file():
         raise InputError(f"--boxes: file {path!r} not found")
     table = {}
-    for where, entry in _read_entries(file):
+    for where, entry in read_entries(file):
         key = entry.get("id") or entry.get("image")
         regions = entry.get("regions")
         if key is None or not isinstance(regions, list):
@@ -350,7 +350,7 @@ class MFPOPipeline(Pipeline):
 
     def setup(self) -> None:
         o = self.options
-        self.embedder = TextEmbedder(o.text_model, o.device, option="text_model") if o.text_model else None
+        self.embedder = TextEmbedder(o.text_model, o.device) if o.text_model else None
         self.detector = ZeroShotDetector(o.detector_model, o.device, o.box_threshold) if o.grounder == "detector" else None
         self.segmenter = BoxSegmenter(o.segmenter_model, o.device) if o.segmenter_model else None
 

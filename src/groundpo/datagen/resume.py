@@ -124,26 +124,23 @@ class Memo:
 
 
 class RunLock:
-    """An exclusive lock on ``output_dir``: two runs never append to the same progress files."""
+    """An exclusive lock on ``output_dir`` (``filelock``): two runs never append to the same progress files."""
 
     def __init__(self, folder: Path) -> None:
-        self.path = Path(folder) / ".groundpo-data.lock"
-        self.fd: int | None = None
+        from filelock import FileLock
+
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        self.folder = Path(folder)
+        self.lock = FileLock(str(self.folder / ".groundpo-data.lock"), timeout=0)
 
     def __enter__(self) -> "RunLock":
-        import fcntl
+        from filelock import Timeout
 
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(self.fd)
-            self.fd = None
-            raise StoreError(f"another groundpo-data run is writing to {self.path.parent}") from None
+            self.lock.acquire()
+        except Timeout:
+            raise StoreError(f"another groundpo-data run is writing to {self.folder}") from None
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
+        self.lock.release()

@@ -37,6 +37,7 @@ from pydantic import BaseModel, Field
 
 from .backends import ImageEmbedder, image_part, require_different
 from .errors import InputError, Reject
+from .annotate import read_entries
 from .media import IMAGE_EXTENSIONS, list_files, load_image
 from .options import CommonOptions, VisionEndpointOptions, opt
 from .runner import Item, ItemResult, Pipeline, safe_name, sharegpt_row
@@ -259,9 +260,9 @@ class VTCPipeline(Pipeline):
         o = self.options
         ids = list(self.images)
         paths = [self.images[i] for i in ids]
-        clip = embed_cached(paths, lambda: ImageEmbedder(o.clip_model, o.device, o.embed_batch_size, "clip_model"),
+        clip = embed_cached(paths, lambda: ImageEmbedder(o.clip_model, o.device, "clip_model", o.embed_batch_size),
                             self.ctx.cache_dir, "clip", o.embed_batch_size)
-        dino = embed_cached(paths, lambda: ImageEmbedder(o.dino_model, o.device, o.embed_batch_size, "dino_model"),
+        dino = embed_cached(paths, lambda: ImageEmbedder(o.dino_model, o.device, "dino_model", o.embed_batch_size),
                             self.ctx.cache_dir, "dino", o.embed_batch_size)
         found = mine_pairs(clip, dino, o.clip_threshold, o.dino_threshold, o.block_size, o.top_k, o.max_pairs_per_image,
                            device=resolve_device(o.device))
@@ -271,16 +272,10 @@ class VTCPipeline(Pipeline):
         if not path.is_file():
             raise InputError(f"--pairs: file {path} not found")
         pairs = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                pair = json.loads(line)
-            except json.JSONDecodeError:
-                raise InputError(f"{path}:{n}: not valid JSON") from None
+        for where, pair in read_entries(path):
             for side in ("a", "b"):
                 if pair.get(side) not in self.images:
-                    raise InputError(f"{path}:{n}: field {side!r}: image id {pair.get(side)!r} is not in --images")
+                    raise InputError(f"--pairs {where}: field {side!r}: image id {pair.get(side)!r} is not in --images")
             pairs.append(pair)
         return pairs
 
