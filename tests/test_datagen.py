@@ -265,7 +265,7 @@ def test_options_from_yaml_and_command_line_with_errors_that_name_the_option(tmp
     cfg.write_text("videos: clips\noutput_dir: out\nmismatch_rate: 0.5\n")
     with pytest.raises(OptionError, match="unknown option.*mismatch_rate"):
         parse_options(ModDPOOptions, [str(cfg)], prog="t")
-    with pytest.raises(InputError, match="--tasks: unknown summaries"):
+    with pytest.raises(OptionError, match="--tasks: unknown summaries"):
         build_options(ModDPOOptions, {"videos": "v", "output_dir": "o", "tasks": "captioning,summaries"})
 
 
@@ -279,7 +279,7 @@ def test_bad_input_stops_before_any_request_and_names_the_item_field_and_path(tm
         code = main(["mod_dpo", "--videos", str(listing), "--output_dir", str(tmp_path / "out"),
                      "--api_base", server.base_url, "--api_model", "m", "--progress", "false"])
         assert code == 2 and not server.requests
-    assert f"clips.jsonl:3: field 'video' missing" in capsys.readouterr().err
+    assert "clips.jsonl:3: field 'video' missing" in capsys.readouterr().err
     listing.write_text('{"id": "a", "video": "a.mp4"}\n{"id": "b", "video": "gone.mp4"}\n')
     assert main(["mod_dpo", "--videos", str(listing), "--output_dir", str(tmp_path / "out"), "--progress", "false"]) == 2
     assert f"clip 'b' video: {tmp_path / 'gone.mp4'}" in capsys.readouterr().err
@@ -317,6 +317,13 @@ def test_a_corrupt_clip_is_rejected_with_its_path_the_others_are_built_and_unrep
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["tokens"] is None and summary["answers_without_usage"] == 2
     assert "tokens:     not reported by the endpoint" in capsys.readouterr().out
+    # resuming with options that change the data (or another shard) is refused, naming what changed
+    base = ["mod_dpo", "--videos", str(tmp_path / "clips"), "--visual_captions", str(tmp_path / "visual.json"),
+            "--audio_captions", str(tmp_path / "audio.json"), "--tasks", "captioning", "--output_dir", str(tmp_path / "out")]
+    assert main([*base, "--mismatch_ratio", "0.5"]) == 2
+    assert "mismatch_ratio: was 0.0, now 0.5" in capsys.readouterr().err
+    assert main([*base, "--mismatch_ratio", "0", "--shard", "1/2"]) == 2
+    assert "shard: was '0/1', now '1/2'" in capsys.readouterr().err
 
 
 def test_every_pipeline_is_registered_with_its_stage_and_help(capsys):

@@ -239,6 +239,7 @@ def test_mod_dpo_builds_by_the_rules_resumes_after_a_kill_merges_shards_and_trai
         out, err = proc.communicate()
         server.release()
         assert proc.returncode == -9 and 1 <= done_before < 4
+        assert b"mod_dpo:" in err and b"/4 [" in err  # its progress bar
         assert main(_mod_dpo_args(server, clips, killed, "--concurrency", "3")) == 0
     assert (killed / "rows.json").read_text() == (full / "rows.json").read_text()
     assert _rejects(killed) == rejects

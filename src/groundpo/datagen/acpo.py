@@ -37,7 +37,7 @@ from pydantic import BaseModel, Field
 from .annotate import Annotator, Clip, ClipOptions, read_clips, read_text_table
 from .backends import TextEmbedder, require_different
 from .errors import InputError, Reject
-from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, opt
+from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, check_subset, opt
 from .runner import Item, ItemResult, Pipeline, sharegpt_row
 
 PAIR_TYPES = ("output", "input")
@@ -81,9 +81,7 @@ class ACPOOptions(ClipOptions, AudioEndpointOptions, VisionEndpointOptions, Comm
     def check(self) -> None:
         super().check()
         self.check_clip_options()
-        unknown = sorted(set(self.pair_types) - set(PAIR_TYPES))
-        if unknown or not self.pair_types:
-            raise InputError(f"--pair_types: unknown {', '.join(unknown) or '(none given)'}; expected output and/or input")
+        check_subset("pair_types", self.pair_types, PAIR_TYPES)
         if self.curation not in ("tags", "embedding"):
             raise InputError(f"--curation must be tags or embedding, got {self.curation!r}")
         if self.curation == "embedding" and not self.text_model:

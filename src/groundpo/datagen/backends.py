@@ -152,7 +152,7 @@ def _short(text: str, n: int = 300) -> str:
 RETRYABLE_STATUS = (408, 409, 429)
 
 
-@dataclass
+@dataclass(frozen=True)
 class RetryPolicy:
     max_retries: int = 6
     base_delay: float = 1.0

@@ -40,14 +40,13 @@ once, shared by the contexts that use it) + 1 classification + 1 verification + 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 from pydantic import BaseModel, Field, field_validator
 
 from .annotate import Annotator, ClipOptions, read_clips
 from .backends import require_different
 from .errors import InputError, Reject
-from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, opt
+from .options import AudioEndpointOptions, CommonOptions, VisionEndpointOptions, check_subset, opt
 from .runner import Item, ItemResult, Pipeline, sharegpt_row
 
 # ---------------------------------------------------------------- the paper's rules (Supp. B.1.2)
@@ -155,9 +154,7 @@ class ModDPOOptions(ClipOptions, AudioEndpointOptions, VisionEndpointOptions, Co
         self.check_clip_options()
         if not 0.0 <= self.mismatch_ratio <= 1.0:
             raise InputError(f"--mismatch_ratio must be in [0, 1], got {self.mismatch_ratio}")
-        unknown = sorted(set(self.tasks) - set(TASKS))
-        if unknown or not self.tasks:
-            raise InputError(f"--tasks: unknown {', '.join(unknown) or '(none given)'}; expected some of {', '.join(TASKS)}")
+        check_subset("tasks", self.tasks, TASKS)
 
 
 class ModDPOPipeline(Pipeline):

@@ -25,6 +25,13 @@ class OptionError(ValueError):
     """A bad option value; the message names the option."""
 
 
+def check_subset(option: str, values: list[str], allowed: tuple[str, ...]) -> None:
+    """A comma-separated option whose values must be some of ``allowed`` (at least one)."""
+    unknown = sorted(set(values) - set(allowed))
+    if unknown or not values:
+        raise OptionError(f"--{option}: unknown {', '.join(unknown) or '(none given)'}; expected some of {', '.join(allowed)}")
+
+
 def opt(default: Any = dataclasses.MISSING, help: str = "", **kw) -> Any:
     """A dataclass field with its ``--help`` text."""
     if isinstance(default, list):

@@ -195,14 +195,14 @@ def _run_config(pipeline_cls: type, options: CommonOptions, prompts: PromptBook)
 def _check_run_config(path: Path, current: dict[str, Any], has_progress: bool) -> None:
     if path.exists() and has_progress:
         saved = json.loads(path.read_text(encoding="utf-8"))
-        saved_flat = {**{k: v for k, v in saved.items() if k not in ("options", "shard")}, **saved.get("options", {})}
-        now_flat = {**{k: v for k, v in current.items() if k not in ("options", "shard")}, **current["options"]}
+        saved_flat = {**{k: v for k, v in saved.items() if k != "options"}, **saved.get("options", {})}
+        now_flat = {**{k: v for k, v in current.items() if k != "options"}, **current["options"]}
         diff = {k: (saved_flat.get(k), now_flat.get(k)) for k in sorted(set(saved_flat) | set(now_flat)) if saved_flat.get(k) != now_flat.get(k)}
         if diff:
             lines = "\n".join(f"  {k}: was {a!r}, now {b!r}" for k, (a, b) in diff.items())
             raise InputError(
                 f"{path.parent.parent} holds a build made with other settings:\n{lines}\n"
-                "Resume with the same options and prompts, use another --output_dir, or --overwrite to start over."
+                "Resume with the same options, shard and prompts, use another --output_dir, or --overwrite to start over."
             )
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(current, indent=2, sort_keys=True) + "\n", encoding="utf-8")

@@ -35,11 +35,11 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .annotate import read_entries
 from .backends import ImageEmbedder, image_part, require_different
 from .errors import InputError, Reject
-from .annotate import read_entries
 from .media import IMAGE_EXTENSIONS, list_files, load_image
-from .options import CommonOptions, VisionEndpointOptions, opt
+from .options import CommonOptions, VisionEndpointOptions, check_subset, opt
 from .runner import Item, ItemResult, Pipeline, safe_name, sharegpt_row
 
 # Tong et al. (2024)'s nine visual patterns, as JoMPO App. D.1 lists them
@@ -195,9 +195,7 @@ class VTCOptions(VisionEndpointOptions, CommonOptions):
 
     def check(self) -> None:
         super().check()
-        unknown = sorted(set(self.tasks) - set(TASKS))
-        if unknown or not self.tasks:
-            raise InputError(f"--tasks: unknown {', '.join(unknown) or '(none given)'}; expected some of {', '.join(TASKS)}")
+        check_subset("tasks", self.tasks, TASKS)
         if not self.pairs and not (self.clip_model and self.dino_model):
             raise InputError("give --clip_model and --dino_model (local folders) to search pairs, or --pairs from an earlier search")
         for name in ("block_size", "top_k", "max_pairs_per_image", "embed_batch_size"):
