@@ -231,7 +231,7 @@ def test_mod_dpo_builds_by_the_rules_resumes_after_a_kill_merges_shards_and_trai
     killed = tmp_path / "killed"
     with ScriptedChatServer(mod_dpo_script()) as server:
         server.hold_after(16)  # c0 takes 10 requests (one retried), c1 10: the kill comes inside c1
-        proc = subprocess.Popen([str(BIN / "groundpo-data"), *_mod_dpo_args(server, clips, killed, "--concurrency", "1")],
+        proc = subprocess.Popen([str(BIN / "groundpo-data"), *_mod_dpo_args(server, clips, killed, "--concurrency", "1", "--progress", "true")],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PATH": f"{BIN}:{os.environ['PATH']}"})
         assert server.wait_until_held()
         done_before = (killed / "progress" / "items.jsonl").read_text().count("\n")
