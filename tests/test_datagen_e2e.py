@@ -423,7 +423,7 @@ def acpo_script(body):
     return json.dumps({"chosen": f"I hear {heard}.", "rejected": f"I hear {SOUND_PHRASES[SOUND_OF_SHAPE[shape]]}."})
 
 
-def test_acpo_keeps_only_swaps_whose_audio_differs_and_trains_acpo(clips, tiny_omni, tmp_path):
+def test_acpo_keeps_only_swaps_whose_audio_differs_and_trains_acpo(clips, tiny_models, tiny_omni, tmp_path):
     captions = clips / "valor.jsonl"
     captions.write_text("".join(json.dumps({"id": c, "caption": f"A {col} {s} moves while {SOUND_PHRASES[snd]} play."}) + "\n"
                                 for c, (s, col, _, snd) in CLIPS.items()))
@@ -448,15 +448,19 @@ def test_acpo_keeps_only_swaps_whose_audio_differs_and_trains_acpo(clips, tiny_o
             assert row["chosen"] == row["rejected"] and row["rejected_audios"][0].endswith(f"__{row['audio_source']}.wav")
             assert row["audios"][0] == f"media/audio/{row['video_source']}.wav"
 
-    # two clips with the same sound: no swap passes the curation; the audio captions come from the audio endpoint
+    # two clips with the same sound: no swap passes the curation (text-embedding distance of the audio descriptions,
+    # a local model); the audio captions come from the audio endpoint
     same = clips / "same_sound.jsonl"
     same.write_text(json.dumps({"id": "c1", "video": "av/c1.mp4"}) + "\n" + json.dumps({"id": "c3", "video": "raw/c3.mp4", "audio": "raw/c3.wav"}) + "\n")
     visual = clips / "visual.json"
     visual.write_text(json.dumps({c: f"A {CLIPS[c][1]} {CLIPS[c][0]} moves." for c in ("c1", "c3")}))
     with ScriptedChatServer(acpo_script) as server:
-        assert main(["acpo", "--videos", str(same), "--visual_captions", str(visual), *_common(server, tmp_path / "same")]) == 0
+        assert main(["acpo", "--videos", str(same), "--visual_captions", str(visual), "--curation", "embedding",
+                     "--text_model", str(tiny_models["clip"]), "--device", "cpu", *_common(server, tmp_path / "same")]) == 0
         assert len(media_parts(server.requests[0], "input_audio")) == 1
-    assert [(r["item"], r["reason"]) for r in _rejects(tmp_path / "same")] == [("c1", "audio_too_similar"), ("c3", "audio_too_similar")]
+    same_rejects = _rejects(tmp_path / "same")
+    assert [(r["item"], r["reason"]) for r in same_rejects] == [("c1", "audio_too_similar"), ("c3", "audio_too_similar")]
+    assert "c3 (0.000)" in same_rejects[0]["detail"]  # the same description: distance 0
     assert _rows(tmp_path / "same") == []
     assert len(_train(tiny_omni, tmp_path, "acpo", out, "groundpo_acpo")) == 2
 
