@@ -109,6 +109,28 @@ def test_a_malformed_answer_is_asked_again_and_rejected_with_its_reason_when_it_
     assert rejected.value.as_record()["request"] == "classify"
 
 
+def test_media_travel_inline_as_the_server_expects(tmp_path):
+    import io
+
+    from PIL import Image
+
+    from groundpo.datagen.backends import audio_part, image_part
+    from groundpo.testing.chat_server import decoded_media, media_parts
+    from groundpo.testing.media import write_image, write_tone_wav
+
+    wav = write_tone_wav(tmp_path / "a.wav", kind="high_beeps", seconds=0.5)
+    png = write_image(tmp_path / "i.png", shape="square", colour="blue", size=64)
+    parts = [image_part(png, max_side=32), audio_part(wav), audio_part(wav, "audio_url"), {"type": "text", "text": "?"}]
+    with ScriptedChatServer(lambda body: "ok") as server:
+        assert _backend(server).complete([{"role": "user", "content": parts}]) == "ok"
+        (body,) = server.requests
+    (image,) = media_parts(body, "image_url")
+    assert Image.open(io.BytesIO(decoded_media(image))).size == (32, 32)  # longest side capped
+    assert decoded_media(media_parts(body, "input_audio")[0]) == wav.read_bytes()
+    assert decoded_media(media_parts(body, "audio_url")[0]) == wav.read_bytes()
+    assert media_parts(body, "audio_url")[0]["audio_url"]["url"].startswith("data:audio/wav;base64,")
+
+
 # ---------------------------------------------------------------- resume store, selection
 def test_store_drops_a_line_cut_by_a_kill_keeps_first_records_and_appends_cleanly(tmp_path):
     path = tmp_path / "items.jsonl"

@@ -393,6 +393,7 @@ def test_mfpo_perturbs_the_keyword_regions_and_trains_mfpo(images, tiny_models, 
     det = tmp_path / "mfpo-detector"
     assert main(["mfpo", "--source", str(source), "--detector_model", str(tiny_models["owlvit"]), "--box_threshold", "0.0",
                  "--limit", "2", "--device", "cpu", "--output_dir", str(det), "--progress", "false"]) == 0
+    assert [r["id"] for r in _rows(det)] == ["r0#0", "r1#0"] and _summary(det)["items_in_source"] == 6  # --limit 2
     for row in _rows(det):
         changed = (np.asarray(Image.open(det / row["images"][0])) != np.asarray(Image.open(det / row["rejected_images"][0]))).any(-1)
         inside = np.zeros_like(changed)
@@ -407,8 +408,8 @@ def test_mfpo_perturbs_the_keyword_regions_and_trains_mfpo(images, tiny_models, 
 # ---------------------------------------------------------------- acpo
 def acpo_script(body):
     name, text = schema_name(body), message_text(body)
-    if name is None:  # the audio endpoint: a wav and no picture
-        (part,) = media_parts(body, "input_audio")
+    if name is None:  # the audio endpoint (llamafactory-cli api style audio_url): a wav and no picture
+        (part,) = media_parts(body, "audio_url")
         assert decoded_media(part)[:4] == b"RIFF" and not media_parts(body, "image_url")
         return "I hear short high beeps."
     if name == "decompose":
@@ -456,8 +457,9 @@ def test_acpo_keeps_only_swaps_whose_audio_differs_and_trains_acpo(clips, tiny_m
     visual.write_text(json.dumps({c: f"A {CLIPS[c][1]} {CLIPS[c][0]} moves." for c in ("c1", "c3")}))
     with ScriptedChatServer(acpo_script) as server:
         assert main(["acpo", "--videos", str(same), "--visual_captions", str(visual), "--curation", "embedding",
-                     "--text_model", str(tiny_models["clip"]), "--device", "cpu", *_common(server, tmp_path / "same")]) == 0
-        assert len(media_parts(server.requests[0], "input_audio")) == 1
+                     "--text_model", str(tiny_models["clip"]), "--device", "cpu", "--audio_part", "audio_url",
+                     *_common(server, tmp_path / "same")]) == 0
+        assert len(media_parts(server.requests[0], "audio_url")) == 1
     same_rejects = _rejects(tmp_path / "same")
     assert [(r["item"], r["reason"]) for r in same_rejects] == [("c1", "audio_too_similar"), ("c3", "audio_too_similar")]
     assert "c3 (0.000)" in same_rejects[0]["detail"]  # the same description: distance 0

@@ -48,6 +48,7 @@ class ClipOptions:
     audio_rate: int = opt(16000, help="sample rate of the audio files written (and sent to the audio endpoint)")
 
     def check_clip_options(self) -> None:
+        self.check_audio_part()
         if self.fps <= 0:
             raise InputError(f"--fps must be > 0, got {self.fps}")
 
@@ -234,7 +235,8 @@ class Annotator:
             return self.audio[clip.id]
 
         def ask() -> str:
-            messages = self.ctx.prompts.messages("audio_caption", media=[audio_part(self.audio_path(clip))])
+            part = audio_part(self.audio_path(clip), self.options.audio_part)
+            messages = self.ctx.prompts.messages("audio_caption", media=[part])
             return self.ctx.chat("audio").ask_text(messages, "audio_caption")
 
         return self.ctx.memo.get(f"audio_caption\x1f{clip.id}", ask)

@@ -99,9 +99,12 @@ def image_part(image: Any, max_side: int | None = None, fmt: str = "png") -> dic
     return {"type": "image_url", "image_url": {"url": f"data:image/{fmt};base64,{data}"}}
 
 
-def audio_part(wav_path: str | os.PathLike) -> dict[str, Any]:
-    """An ``input_audio`` part (OpenAI's audio input format; vLLM's audio models take it too)."""
+def audio_part(wav_path: str | os.PathLike, kind: str = "input_audio") -> dict[str, Any]:
+    """A wav inline: an ``input_audio`` part (OpenAI's format; vLLM takes it) or an ``audio_url`` data URL
+    (vLLM, ``llamafactory-cli api``)."""
     data = base64.b64encode(Path(wav_path).read_bytes()).decode()
+    if kind == "audio_url":
+        return {"type": "audio_url", "audio_url": {"url": f"data:audio/wav;base64,{data}"}}
     return {"type": "input_audio", "input_audio": {"data": data, "format": "wav"}}
 
 

@@ -74,7 +74,7 @@ class CommonOptions:
         {
             "output_dir", "limit", "shard", "concurrency", "overwrite", "progress", "prompts_dir", "api_base",
             "api_key_env", "request_timeout", "max_retries", "retry_base_delay", "retry_max_delay", "device",
-            "vision_api_base", "audio_api_base", "vision_api_key_env", "audio_api_key_env",
+            "vision_api_base", "audio_api_base", "vision_api_key_env", "audio_api_key_env", "audio_part",
         }
     )
 
@@ -124,6 +124,12 @@ class AudioEndpointOptions:
     audio_api_base: str | None = opt(None, help="endpoint of audio requests (default: --api_base)")
     audio_api_model: str | None = opt(None, help="model of audio requests, e.g. Qwen/Qwen2-Audio-7B-Instruct")
     audio_api_key_env: str | None = opt(None, help="key variable of that endpoint (default: --api_key_env)")
+    audio_part: str = opt("input_audio", help="how audio is sent: input_audio (OpenAI, vLLM) or audio_url (a data URL: vLLM, "
+                                              "llamafactory-cli api)")
+
+    def check_audio_part(self) -> None:
+        if self.audio_part not in ("input_audio", "audio_url"):
+            raise OptionError(f"--audio_part must be input_audio or audio_url, got {self.audio_part!r}")
 
 
 # ---------------------------------------------------------------- dataclass <-> command line / YAML

@@ -58,8 +58,11 @@ def media_parts(body: dict[str, Any], kind: str) -> list[dict[str, Any]]:
 
 
 def decoded_media(part: dict[str, Any]) -> bytes:
-    if part["type"] == "image_url":
-        url = part["image_url"]["url"]
+    """The bytes of an inline ``image_url``, ``audio_url`` (data URLs) or ``input_audio`` part."""
+    if part["type"] in ("image_url", "audio_url"):
+        url = part[part["type"]]["url"]
+        if not url.startswith("data:") or ";base64," not in url:
+            raise ValueError("not a base64 data URL")
         return base64.b64decode(url.split(",", 1)[1], validate=True)
     return base64.b64decode(part["input_audio"]["data"], validate=True)
 
@@ -86,7 +89,7 @@ def _problem(body: Any) -> str | None:
             for part in content:
                 if part.get("type") not in PART_TYPES:
                     return f"unknown content part type {part.get('type')!r}"
-                if part["type"] in ("image_url", "input_audio"):
+                if part["type"] in ("image_url", "input_audio", "audio_url"):
                     try:
                         decoded_media(part)
                     except (KeyError, IndexError, binascii.Error, ValueError):
