@@ -292,9 +292,9 @@ def test_vtc_mines_clip_blind_pairs_asks_the_contrast_and_trains_jompo(images, t
     clip = ImageEmbedder(str(tiny_models["clip"]), "cpu").embed(pics)
     dino = ImageEmbedder(str(tiny_models["dinov2"]), "cpu").embed(pics)
     upper = np.triu_indices(len(pics), 1)
-    ct, dt = float(np.quantile((clip @ clip.T)[upper], 0.6)), float(np.quantile((dino @ dino.T)[upper], 0.5))
+    ct, dt = float(np.quantile((clip @ clip.T)[upper], 0.3)), float(np.quantile((dino @ dino.T)[upper], 0.7))
     expected = {(i, j) for i, j in zip(*upper) if clip[i] @ clip[j] > ct and dino[i] @ dino[j] < dt}
-    assert 2 <= len(expected) < len(upper[0])
+    assert 4 <= len(expected) < len(upper[0])
 
     out = tmp_path / "vtc"
     opts = ["vtc", "--images", str(images / "imgs"), "--clip_model", str(tiny_models["clip"]), "--dino_model", str(tiny_models["dinov2"]),
