@@ -185,7 +185,7 @@ def parse_options(options_class: type, argv: list[str], prog: str, description: 
         kind, is_list = _base_type(hints[f.name])
         help_text = f.metadata.get("help", "") + (" (comma-separated)" if is_list else "")
         parser.add_argument(
-            f"--{f.name}", default=argparse.SUPPRESS, help=help_text + ("" if required else f" [default: {default}]"),
+            f"--{f.name}", default=argparse.SUPPRESS, help=help_text + (" [required]" if required else f" [default: {default}]"),
             metavar=("true|false" if kind is bool else kind.__name__.upper()),
         )
     args = vars(parser.parse_args(argv))
