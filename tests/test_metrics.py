@@ -9,7 +9,8 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
-from groundpo.train.logps import response_entropy, response_logps
+from groundpo.data.packing import layout_from_labels, pack_pairs
+from groundpo.train.logps import block_attention_mask, response_entropy, score_responses
 from groundpo.train.metrics import MetricStore, UndeclaredMetricError
 
 KEYS = ("loss_output", "loss_input", "rewards/chosen", "never")
@@ -75,22 +76,55 @@ def _upstream_logps(logits, labels):
     return (per_token * mask).sum(-1), mask.sum(-1)
 
 
-def test_response_logps_with_and_without_gradient_match_the_textbook_computation():
+def test_scored_responses_with_and_without_gradient_match_the_textbook_computation():
+    """Rows 0, 1 chosen and 2, 3 rejected of two pairs, unpacked: each response scored as upstream DPO scores it."""
     g = torch.Generator().manual_seed(0)
-    logits = torch.randn(3, 7, 11, generator=g)
-    labels = torch.randint(0, 11, (3, 7), generator=g)
+    logits = torch.randn(4, 7, 11, generator=g)
+    labels = torch.randint(0, 11, (4, 7), generator=g)
     labels[:, :3] = -100
     labels[1, 5:] = -100
+    labels[3, 4:] = -100
     expected, count = _upstream_logps(logits, labels)
+    layout = layout_from_labels(labels, n_pairs=2)
+    as_pairs = [[expected[0], expected[2]], [expected[1], expected[3]]]
     with torch.no_grad():
-        row_by_row, tokens = response_logps(logits, labels)
-    assert torch.equal(tokens, count)
-    assert row_by_row.double().tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+        one_by_one = score_responses(logits, layout)
+    assert one_by_one.tokens.tolist() == [[count[0], count[2]], [count[1], count[3]]]
+    assert one_by_one.logps.double().flatten().tolist() == pytest.approx(torch.tensor(as_pairs).flatten().tolist(), abs=1e-5)
     leaf = logits.clone().requires_grad_(True)
-    with_grad, _ = response_logps(leaf, labels)
-    assert with_grad.requires_grad and with_grad.double().tolist() == pytest.approx(expected.tolist(), abs=1e-5)
+    with_grad = score_responses(leaf, layout).logps
+    assert with_grad.requires_grad
+    assert with_grad.double().flatten().tolist() == pytest.approx(torch.tensor(as_pairs).flatten().tolist(), abs=1e-5)
     with_grad.sum().backward()
     assert leaf.grad[:, -1].abs().sum() == 0  # the last position predicts nothing
+
+
+def test_a_packed_pair_scores_y_l_from_the_prompt_not_from_y_w():
+    """pack_pairs turns rows [prompt, y_w] and [prompt, y_l] into one row [prompt, y_w, y_l] with y_l's
+    positions restarting after the prompt; y_l's first token is predicted by the prompt's last position,
+    the rest by y_l's own positions. Hand computation on random logits."""
+    ignore = -100
+    batch = {
+        "input_ids": torch.tensor([[5, 6, 7, 1, 2, 9], [5, 6, 7, 3, 4, 0]]),
+        "attention_mask": torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 1, 0]]),
+        "labels": torch.tensor([[ignore, ignore, ignore, 1, 2, 9], [ignore, ignore, ignore, 3, 4, ignore]]),
+    }
+    counts = {"images": [0, 0], "videos": [0, 0], "audios": [0, 0]}
+    packed, _, layout = pack_pairs(batch, counts, n_pairs=1, same_media=[True], pad_token_id=0)
+    assert packed["input_ids"].tolist() == [[5, 6, 7, 1, 2, 9, 3, 4]]
+    assert packed["position_ids"].tolist() == [[0, 1, 2, 3, 4, 5, 3, 4]]  # y_l restarts where the prompt ends
+    assert packed["groundpo_segments"].tolist() == [[1, 1, 1, 2, 2, 2, 3, 3]]
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(1, 8, 11, generator=g, dtype=torch.float64)
+    lsm = logits[0].log_softmax(-1)
+    y_w = lsm[2, 1] + lsm[3, 2] + lsm[4, 9]
+    y_l = lsm[2, 3] + lsm[6, 4]  # token 3 from the prompt's last position (2), token 4 from y_l's first (6)
+    scored = score_responses(logits, layout)
+    assert scored.logps.flatten().tolist() == pytest.approx([y_w.item(), y_l.item()], abs=1e-9)
+    assert scored.tokens.tolist() == [[3, 2]]
+    mask = block_attention_mask(packed["groundpo_segments"], "sdpa", torch.float32)[0, 0]
+    assert mask[6].tolist() == [True, True, True, False, False, False, True, False]  # y_l sees the prompt, not y_w
+    assert mask[5].tolist() == [True] * 6 + [False, False]
 
 
 def test_response_entropy_is_the_mean_entropy_over_answer_tokens():

@@ -47,7 +47,7 @@ def test_stage_spec_knows_its_keys_and_loads_its_parts():
 
     assert spec.load_objective() is mod_dpo_loss
     assert spec.load_workflow() is run_preference
-    assert get_stage("base_dpo").keys == frozenset()
+    assert get_stage("base_dpo").keys == {"share_prompt_prefix", "share_media_encodings"}  # the view engine's only
 
 
 def test_register_stage_rejects_duplicates_and_upstream_names():

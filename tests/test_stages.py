@@ -100,7 +100,7 @@ def test_stage_beta_from_the_config_wins(tiny_omni, tmp_path):
 
 
 def test_mdpo_crop_is_shared_by_policy_and_reference(tiny_omni, tmp_path):
-    trainer = _trainer(tiny_omni, tmp_path, "mdpo")
+    trainer = _trainer(tiny_omni, tmp_path, "mdpo", share_prompt_prefix=False)  # rows as upstream: 2B clean rows
     seen = {}
     hooks = [
         trainer.model.register_forward_pre_hook(lambda m, a, k: seen.setdefault("policy", []).append(k), with_kwargs=True),

@@ -195,7 +195,7 @@ def test_every_row_is_scored_even_with_drop_last(tiny_omni, tmp_path):
     # each row's value is its own: recompute row 4 alone
     single = trainer.data_collator([trainer.train_dataset[4]])
     info = single.pop(INFO_KEY)
-    alone = trainer._reference_logps(trainer.model, single)
+    alone = trainer._reference_scores(trainer.model, *trainer.scoring_inputs(single, info, CLEAN, seed=0)).logps[0]
     assert trainer.reference_table[CLEAN][4].tolist() == pytest.approx(alone.tolist(), abs=1e-5)
 
 
@@ -221,7 +221,8 @@ def test_a_view_skipped_here_still_runs_when_another_rank_needs_it(trainer, batc
 def test_every_pass_with_gradient_is_one_forward_and_equals_separate_forwards(tiny_omni, tmp_path):
     from conftest import build_trainer_for
 
-    from groundpo.train.logps import sequence_logps
+    from groundpo.data.packing import layout_from_labels
+    from groundpo.train.logps import layout_logps
 
     trainer = build_trainer_for(tiny_omni, tmp_path, stage="jompo", dataset="demo_jompo")
     batch = dict(next(iter(trainer.get_train_dataloader())))
@@ -233,19 +234,23 @@ def test_every_pass_with_gradient_is_one_forward_and_equals_separate_forwards(ti
     finally:
         hook.remove()
     assert grad_calls.count(True) == 1  # clean, text-only and contrast views: one forward
-    for view in (CLEAN, "text", "contrast"):
+    pairs = len(info["rows"])
+    for view in (CLEAN, "text", "contrast"):  # each view alone, unpacked: two sequences per pair
         inputs, _ = trainer.view_batch(batch, info, view, trainer.noise_seed())
         with torch.no_grad():
-            alone = sequence_logps(trainer.model, inputs).logps
-        joined = torch.cat(table[(POLICY, view)]).detach()
-        assert joined.tolist() == pytest.approx(alone.tolist(), abs=1e-4), view
+            alone = layout_logps(trainer.model, inputs, layout_from_labels(inputs["labels"], pairs)).logps
+        joined = torch.stack(table[(POLICY, view)], dim=1).detach()
+        assert joined.flatten().tolist() == pytest.approx(alone.flatten().tolist(), abs=1e-4), view
 
 
-def test_conditional_passes_score_only_the_chosen_rows(tiny_omni, tmp_path):
-    """OmniDPO's v' and a' terms use log π(y_w | corrupted) only: the rejected rows are not run."""
+@pytest.mark.parametrize("share_prefix", [True, False])
+def test_conditional_passes_score_only_the_chosen_rows(tiny_omni, tmp_path, share_prefix):
+    """OmniDPO's v' and a' terms use log π(y_w | corrupted) only: the rejected rows are not run. The
+    clean pass holds one packed row per pair with the shared prompt prefix, two rows without."""
     from conftest import build_trainer_for
 
-    trainer = build_trainer_for(tiny_omni, tmp_path, stage="omni_dpo", dataset="demo_mod_dpo")
+    trainer = build_trainer_for(tiny_omni, tmp_path, stage="omni_dpo", dataset="demo_mod_dpo",
+                                share_prompt_prefix=share_prefix)
     batch = dict(next(iter(trainer.get_train_dataloader())))
     info = batch.pop(INFO_KEY)
     rows_seen = {"policy": [], "ref": []}
@@ -259,7 +264,8 @@ def test_conditional_passes_score_only_the_chosen_rows(tiny_omni, tmp_path):
         for hook in hooks:
             hook.remove()
     pairs = len(info["rows"])
-    assert rows_seen["ref"] == [2 * pairs, pairs, pairs]  # clean, v' (chosen), a' (chosen)
-    assert rows_seen["policy"] == [2 * pairs + pairs + pairs]  # one forward: clean + v' + a' chosen rows
+    clean = pairs if share_prefix else 2 * pairs
+    assert rows_seen["ref"] == [clean, pairs, pairs]  # clean, v' (chosen), a' (chosen)
+    assert rows_seen["policy"] == [clean + pairs + pairs]  # one forward: clean + v' + a' chosen rows
     for view in ("vcorrupt", "acorrupt"):
         assert table[(POLICY, view)][1] is None and table[(POLICY, view)][0].shape == (pairs,)

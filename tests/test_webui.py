@@ -18,7 +18,7 @@ from typing import Literal
 
 import pytest
 
-from groundpo.hparams import ModDPOArguments
+from groundpo.hparams import ModDPOArguments, ViewEngineArguments
 from groundpo.registry import (
     LANGS,
     StageSpec,
@@ -154,7 +154,8 @@ def test_every_stage_and_control_has_a_label_in_every_language():
 def test_mod_dpo_controls_come_from_its_keys_with_dataclass_defaults():
     spec = get_stage("mod_dpo")
     keys = [c.key for c in spec.controls]
-    assert keys == ["pref_beta"] + [f.name for f in fields(ModDPOArguments)]
+    engine = [f.name for f in fields(ViewEngineArguments)]
+    assert keys == ["pref_beta"] + [f.name for f in fields(ModDPOArguments)] + engine
     by_key = {c.key: c for c in spec.controls}
     for key in ("pref_beta", "mod_beta_inv", "mod_beta_sens", "mod_gamma_lpd"):
         assert (by_key[key].kind, by_key[key].minimum, by_key[key].maximum, by_key[key].step) == ("slider", 0, 1, 0.01)
@@ -166,7 +167,7 @@ def test_mod_dpo_controls_come_from_its_keys_with_dataclass_defaults():
     for f in fields(ModDPOArguments):
         expected = "none" if f.default is None else f.default
         assert C.initial_value(by_key[f.name], spec) == expected
-    assert [c.key for c in get_stage("base_dpo").controls] == ["pref_beta"]  # no keys: β only
+    assert [c.key for c in get_stage("base_dpo").controls] == ["pref_beta", *engine]  # β and the engine's keys
 
 
 def test_accordion_shows_the_registry_controls(board):

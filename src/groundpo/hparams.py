@@ -188,6 +188,27 @@ class ACPOArguments:
         _check_range("acpo_lambda_input", self.acpo_lambda_input, 0.0)
 
 
+@dataclass
+class ViewEngineArguments:
+    r"""How the view engine runs a step, for every DPO-family stage of groundpo (``docs/benchmarks.md``)."""
+
+    share_prompt_prefix: bool = field(
+        default=True,
+        metadata={
+            "help": "Score y_w and y_l of a pair in one sequence [prompt, y_w, y_l] with block attention, so the "
+            "prompt and its media run once per pass instead of once per response. Exact (the same log-probs); "
+            "pairs whose sides differ in media stay two sequences. Off: two sequences per pair, as upstream DPO."
+        },
+    )
+    share_media_encodings: bool = field(
+        default=True,
+        metadata={
+            "help": "Within a step, each distinct media input goes through a frozen vision/audio tower once and "
+            "serves every pass, policy and reference alike. Exact; a trained tower shares only its no-grad uses."
+        },
+    )
+
+
 # Every argument dataclass of groundpo, in the order their keys are documented.
 STAGE_ARGUMENTS: tuple[type, ...] = (
     ModDPOArguments,
@@ -195,12 +216,14 @@ STAGE_ARGUMENTS: tuple[type, ...] = (
     MDPOArguments,
     MFPOArguments,
     ACPOArguments,
+    ViewEngineArguments,
 )
 
 
 @dataclass
 class GroundpoFinetuningArguments(
-    FinetuningArguments, ModDPOArguments, OmniDPOArguments, MDPOArguments, MFPOArguments, ACPOArguments
+    FinetuningArguments, ViewEngineArguments, ModDPOArguments, OmniDPOArguments, MDPOArguments, MFPOArguments,
+    ACPOArguments,
 ):
     r"""Upstream's ``FinetuningArguments`` plus the keys of every groundpo stage."""
 

@@ -22,6 +22,7 @@ def _label(name: str) -> dict[str, str]:
     return dict.fromkeys(("en", "ru", "zh", "ko", "ja"), name)
 
 
+ENGINE = (hparams.ViewEngineArguments,)  # the view engine's own keys, taken by every stage it runs
 POLICY_CLEAN = Pass(CLEAN, POLICY, grad=True)
 REFERENCE_CLEAN = Pass(CLEAN, REFERENCE)
 
@@ -110,7 +111,7 @@ register_stage(
         label=_label("MoD-DPO"),
         paper="MoD-DPO (arXiv 2603.03192), Eq. 5-12 and Supp. A",
         objective="groundpo.losses.mod_dpo:mod_dpo_loss",
-        arguments=(hparams.ModDPOArguments,),
+        arguments=(hparams.ModDPOArguments, *ENGINE),
         plan=mod_dpo_plan,
         inputs=mod_dpo_inputs,
     )
@@ -128,6 +129,7 @@ register_stage(
         },
         paper="Rafailov et al. 2023 (sigmoid DPO), the baseline of every seed paper",
         objective="groundpo.losses.dpo:dpo_loss",
+        arguments=ENGINE,
         plan=dpo_plan,
         inputs=dpo_inputs,
     )
@@ -260,7 +262,7 @@ for _spec in (
         label=_label("OmniDPO"),
         paper="OmniDPO (arXiv 2509.00723), as the baseline of MoD-DPO",
         objective="groundpo.losses.omni_dpo:omni_dpo_loss",
-        arguments=(hparams.OmniDPOArguments,),
+        arguments=(hparams.OmniDPOArguments, *ENGINE),
         plan=omni_dpo_plan,
         inputs=omni_dpo_inputs,
     ),
@@ -269,7 +271,7 @@ for _spec in (
         label=_label("mDPO"),
         paper="mDPO (Wang et al. 2024, luka-group/mDPO)",
         objective="groundpo.losses.mdpo:mdpo_loss",
-        arguments=(hparams.MDPOArguments,),
+        arguments=(hparams.MDPOArguments, *ENGINE),
         plan=mdpo_plan,
         inputs=mdpo_inputs,
     ),
@@ -278,6 +280,7 @@ for _spec in (
         label=_label("JoMPO"),
         paper="JoMPO (seed 001), Eq. 5-8",
         objective="groundpo.losses.jompo:jompo_loss",
+        arguments=ENGINE,
         plan=jompo_plan,
         inputs=jompo_inputs,
         default_beta=0.05,
@@ -287,7 +290,7 @@ for _spec in (
         label=_label("MFPO"),
         paper="MFPO (seed 004), Eq. 5-7",
         objective="groundpo.losses.mfpo:mfpo_loss",
-        arguments=(hparams.MFPOArguments,),
+        arguments=(hparams.MFPOArguments, *ENGINE),
         plan=mfpo_plan,
         inputs=mfpo_inputs,
     ),
@@ -296,7 +299,7 @@ for _spec in (
         label=_label("ACPO"),
         paper="ACPO (seed 002, abstract level)",
         objective="groundpo.losses.acpo:acpo_loss",
-        arguments=(hparams.ACPOArguments,),
+        arguments=(hparams.ACPOArguments, *ENGINE),
         plan=acpo_plan,
         inputs=acpo_inputs,
     ),

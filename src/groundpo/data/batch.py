@@ -36,7 +36,10 @@ from ..views import MEDIA_KINDS
 IGNORE_INDEX = -100
 
 # row entries [N, ...] and the value that pads them on the right
-ROW_PAD = {"input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "token_type_ids": 0, "mm_token_type_ids": 0}
+ROW_PAD = {
+    "input_ids": None, "attention_mask": 0, "labels": IGNORE_INDEX, "token_type_ids": 0, "mm_token_type_ids": 0,
+    "groundpo_segments": 0,  # groundpo.data.packing: which part of a packed row a token belongs to (0 = none)
+}
 ROW_FIXED = ("rope_deltas",)  # [N, k]: one value per row, no sequence axis
 # Qwen-style media: entry -> (media kind, grid entry giving the patch rows of each item, or None = one per item)
 QWEN_MEDIA = {
@@ -148,29 +151,31 @@ def _media_slicer(batch: dict, key: str, counts: dict[str, list[int]]):
     return _media_bounds(batch, key, counts)
 
 
-def take_rows(batch: dict, counts: dict[str, list[int]], n: int) -> dict:
-    """The first ``n`` rows of ``batch`` with exactly their media (tensors are views, not copies)."""
+def select_rows(batch: dict, counts: dict[str, list[int]], start: int, stop: int) -> dict:
+    """Rows ``start:stop`` of ``batch`` with exactly their media (tensors are views, not copies)."""
     if "data" in batch:  # MiniCPM-o
-        inner = take_rows(batch["data"], counts, n)
+        inner = select_rows(batch["data"], counts, start, stop)
         return {**{k: v for k, v in batch.items() if k != "data"}, "data": inner,
                 "input_ids": inner["input_ids"], "labels": inner["labels"]}
     n_rows = rows_of(batch)
     out: dict[str, Any] = {}
     for key, value in batch.items():
         kind = _classify(batch, key, n_rows)
-        if kind == "row":
-            out[key] = value[:n]
+        if kind in ("row", "row_list"):
+            out[key] = value[start:stop]
         elif kind == "position":
-            out[key] = value[:, :n] if value.dim() == 3 else value[:n]
-        elif kind == "row_list":
-            out[key] = value[:n]
-        elif kind == "media":
-            stop = _media_slicer(batch, key, counts)[n - 1][1] if n else 0
-            out[key] = value[:stop]
-        elif kind == "minicpm_audio":
-            stop = _minicpm_audio_bounds(batch)[n - 1][1] if n else 0
-            out[key] = value[:stop]
+            out[key] = value[:, start:stop] if value.dim() == 3 else value[start:stop]
+        elif kind in ("media", "minicpm_audio"):
+            bounds = _minicpm_audio_bounds(batch) if kind == "minicpm_audio" else _media_slicer(batch, key, counts)
+            first = bounds[start][0] if start < stop else 0
+            last = bounds[stop - 1][1] if start < stop else 0
+            out[key] = value[first:last]
     return out
+
+
+def take_rows(batch: dict, counts: dict[str, list[int]], n: int) -> dict:
+    """The first ``n`` rows of ``batch`` with exactly their media (tensors are views, not copies)."""
+    return select_rows(batch, counts, 0, n)
 
 
 def take_counts(counts: dict[str, list[int]], n: int) -> dict[str, list[int]]:

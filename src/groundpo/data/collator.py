@@ -13,6 +13,8 @@ correct position ids. What the trainer needs besides the model inputs goes under
 - ``row_id``: the row's index in the training set (for precomputed reference log-probs);
 - ``counts``: images / videos / audios owned by each of the 2B collated rows, so corruptions
   find each row's media and leave upstream's dummy media alone;
+- ``same_media`` (per pair): both sides carry the same media, so one prompt prefix can serve both
+  responses (``groundpo.data.packing``); False for ACPO's input-contrastive pairs;
 - ``views``: the collated token views. A view without media (text only) holds no media at all:
   the dummy image/audio that upstream's collator appends to media-free batches (masked out, after
   the real tokens) is dropped and its token slots become padding, so no vision or audio encoder
@@ -48,6 +50,11 @@ def _media(feature: dict[str, Any], prefix: str, kind: str, side: str) -> list:
     """A collated row's media: the rejected side may bring its own (input-contrastive pairs)."""
     own = feature.get(f"{prefix}rejected_{kind}") if side == "rejected" else None
     return own if own is not None else (feature.get(f"{prefix}{kind}") or [])
+
+
+def same_media(features: list[dict[str, Any]], prefix: str = "") -> list[bool]:
+    """Per pair: both sides carry the same media (a shared prompt prefix can serve both responses)."""
+    return [all(f.get(f"{prefix}rejected_{kind}") is None for kind in MEDIA) for f in features]
 
 
 def media_counts(features: list[dict[str, Any]], prefix: str = "") -> dict[str, list[int]]:
@@ -91,7 +98,9 @@ class ViewPairwiseDataCollator(MultiModalDataCollatorForSeq2Seq):
             "rows": [{key: f.get(key) for key in ROW_INFO} for f in features],
             "row_id": torch.tensor([int(f.get("row_id", -1)) for f in features], dtype=torch.long),
             "counts": media_counts(features),
+            "same_media": same_media(features),
             "views": {name: self._collate_pairs(features, f"{name}_") for name in self.token_views},
             "view_counts": {name: media_counts(features, f"{name}_") for name in self.token_views},
+            "view_same_media": {name: same_media(features, f"{name}_") for name in self.token_views},
         }
         return batch

@@ -49,7 +49,17 @@ from ..data.sampler import CurriculumSampler, ModalityBatchSampler
 from ..integration.callbacks import mark_log_callbacks
 from ..integration.checkpoints import register_cpu_index_locations
 from ..views import CLEAN, POLICY, REFERENCE, TENSOR_VIEWS, TOKEN_VIEWS, LogpTable, Pass, StagePlan
-from .logps import response_entropy, sequence_logps
+from ..data.packing import SEGMENTS, NotPackable, ResponseLayout, as_block_rows, layout_from_labels, pack_pairs
+from .encodings import SharedEncodings
+from .logps import (
+    BLOCK_MASK_ATTENTION,
+    ScoredResponses,
+    attention_implementation,
+    forward_logits,
+    layout_logps,
+    response_entropy,
+    score_responses,
+)
 from .metrics import MetricStore
 
 CURRICULUM_FILE = "curriculum_scores.json"
@@ -91,6 +101,12 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         self.resume_checkpoint: str | None = None  # set by the workflow: where curriculum scores are reloaded from
         self.curriculum_cache: str | None = None
         self.patch_layout = _patch_layout(getattr(self.data_collator, "processor", None))
+        # shared prompt prefix (groundpo.data.packing): on unless the key is off or attention cannot take it
+        self.share_prefix = self.finetuning_args.share_prompt_prefix
+        implementation = attention_implementation(self.model)
+        if self.share_prefix and implementation not in BLOCK_MASK_ATTENTION:
+            self._stop_sharing_prefix(f"`{implementation}` attention takes no block attention mask (sdpa and eager do)")
+        self._encodings: SharedEncodings | None = None  # shared media encodings, built at the first step
         if any(p.model == REFERENCE for p in plan.passes) and not self.finetuning_args.use_ref_model:
             raise ValueError(f"Stage {self.finetuning_args.stage!r} needs a reference model.")
         mark_log_callbacks(self.callback_handler.callbacks)  # our metrics into trainer_log.jsonl
@@ -167,14 +183,40 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         return base, counts
 
     # ------------------------------------------------------------------ passes
-    def _reference_logps(self, model, inputs: dict) -> torch.Tensor:
-        """Reference log-probs: the reference model, or the policy with its LoRA adapters off (as upstream)."""
+    def _same_media(self, info: dict, view: str) -> list[bool]:
+        """Per pair: both sides of ``view`` carry the same media (its base view's answer for a tensor view)."""
+        while view in TENSOR_VIEWS:
+            view = TENSOR_VIEWS[view].base
+        return info["same_media"] if view == CLEAN else info["view_same_media"][view]
+
+    def scoring_inputs(self, batch: dict, info: dict, view: str, seed: int, chosen_only: bool = False):
+        """(model inputs, response layout) of ``view``: pairs packed as [prompt, y_w, y_l] where they can share it."""
+        inputs, counts = self.view_batch(batch, info, view, seed, chosen_only)
+        n_pairs = len(info["rows"])
+        if not chosen_only and self.share_prefix:
+            try:
+                packed, _, layout = pack_pairs(
+                    inputs, counts, n_pairs, self._same_media(info, view), self.processing_class.pad_token_id
+                )
+                return packed, layout
+            except NotPackable as reason:
+                self._stop_sharing_prefix(str(reason))
+        labels = inputs["labels"] if "labels" in inputs else inputs["data"]["labels"]
+        return inputs, layout_from_labels(labels, n_pairs, chosen_only)
+
+    def _stop_sharing_prefix(self, reason: str) -> None:
+        """Every rank falls back together, and the run says so once."""
+        self.share_prefix = False
+        logger.warning(f"The shared prompt prefix is off for this run: {reason}; scoring each response separately.")
+
+    def _reference_scores(self, model, inputs: dict, layout) -> ScoredResponses:
+        """Reference scores: the reference model, or the policy with its LoRA adapters off (as upstream)."""
         if self.ref_model is None:
             ref_model, context = model, self.accelerator.unwrap_model(model).disable_adapter()
         else:
             ref_model, context = self.ref_model, nullcontext()
         with torch.no_grad(), context:
-            return sequence_logps(ref_model, inputs).logps
+            return layout_logps(ref_model, inputs, layout)
 
     def _from_reference_table(self, p: Pass, info: dict) -> tuple[torch.Tensor, torch.Tensor] | None:
         if not self.reference_table:  # nothing precomputed (the same on every rank)
@@ -192,50 +234,64 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         return logps[:, 0], logps[:, 1]
 
     @staticmethod
-    def _split(logps: torch.Tensor, n_pairs: int, chosen_only: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
-        return (logps, None) if chosen_only else (logps[:n_pairs], logps[n_pairs:])
+    def _sides(scores: ScoredResponses) -> tuple[torch.Tensor, torch.Tensor | None]:
+        return scores.logps[:, 0], (scores.logps[:, 1] if scores.logps.shape[1] > 1 else None)
+
+    def shared_encodings(self, model):
+        """A context in which the step's passes share media encodings (a no-op when the key is off)."""
+        if not self.finetuning_args.share_media_encodings:
+            return nullcontext()
+        if self._encodings is None:
+            models = [self.accelerator.unwrap_model(model)]
+            if self.ref_model is not None:
+                models.append(self.accelerator.unwrap_model(self.ref_model))
+            self._encodings = SharedEncodings(models, agree=lambda hit: not self._any_rank(not hit))
+        return self._encodings.step()
 
     def compute_table(self, model, batch: dict, info: dict) -> tuple[LogpTable, dict]:
         """Run the plan's passes on one batch: {(model, view): (chosen [B], rejected [B] or None)}."""
+        with self.shared_encodings(model):
+            return self._compute_table(model, batch, info)
+
+    def _compute_table(self, model, batch: dict, info: dict) -> tuple[LogpTable, dict]:
         table: LogpTable = {}
         extras: dict = {}
-        n_pairs = len(info["rows"])
         seed = self.noise_seed()
         needed = {v: self.tensor_view_needed(info, v) for v in dict.fromkeys(p.view for p in self.plan.passes)
                   if v in TENSOR_VIEWS}
-        inputs: dict[tuple[str, bool], dict] = {}  # one corrupted batch per view and step: policy and reference share it
+        inputs: dict[tuple[str, bool], tuple] = {}  # one corrupted batch per view and step: policy and reference share it
 
-        def inputs_of(p: Pass) -> dict:
+        def inputs_of(p: Pass) -> tuple[dict, Any]:
             key = (p.view, p.chosen_only)
             if key not in inputs:
-                inputs[key] = self.view_batch(batch, info, p.view, seed, p.chosen_only)[0]
+                inputs[key] = self.scoring_inputs(batch, info, p.view, seed, p.chosen_only)
             return inputs[key]
 
         passes = [p for p in self.plan.passes if needed.get(p.view, True)]
         for p in (p for p in passes if not p.grad):  # no-grad passes first: their activations are freed
             if p.model == REFERENCE:
                 cached = self._from_reference_table(p, info)
-                logps = None if cached is not None else self._reference_logps(model, inputs_of(p))
-                table[p.key] = cached if cached is not None else self._split(logps, n_pairs, p.chosen_only)
+                table[p.key] = cached if cached is not None else self._sides(self._reference_scores(model, *inputs_of(p)))
             else:
                 with torch.no_grad():
-                    table[p.key] = self._split(sequence_logps(model, inputs_of(p)).logps, n_pairs, p.chosen_only)
+                    table[p.key] = self._sides(layout_logps(model, *inputs_of(p)))
 
         grad_passes = [p for p in passes if p.grad]
         if grad_passes:  # every pass with gradient in ONE forward
             parts = [inputs_of(p) for p in grad_passes]
-            joined = concat_batches(parts, self.processing_class.pad_token_id)
-            out = sequence_logps(model, joined, with_logits_mean=True)
-            start = 0
-            for p, part in zip(grad_passes, parts):
-                rows = rows_of(part)
-                table[p.key] = self._split(out.logps[start : start + rows], n_pairs, p.chosen_only)
+            batches = [part for part, _ in parts]
+            if any(SEGMENTS in part for part in batches):  # packed and unpacked parts in one forward
+                batches = [as_block_rows(part) for part in batches]
+            joined = concat_batches(batches, self.processing_class.pad_token_id)
+            layouts = ResponseLayout.concat([layout for _, layout in parts], [rows_of(part) for part, _ in parts])
+            logits, _ = forward_logits(model, joined)
+            for p, layout in zip(grad_passes, layouts):
+                scores = score_responses(logits, layout)
+                table[p.key] = self._sides(scores)
                 if p.key == (POLICY, CLEAN):
-                    tokens = out.tokens[start : start + n_pairs].clamp(min=1)
-                    extras["chosen_logps_avg"] = out.logps[start : start + n_pairs] / tokens
-                    extras["logits/chosen"] = out.logits_mean[start : start + n_pairs]
-                    extras["logits/rejected"] = out.logits_mean[start + n_pairs : start + rows]
-                start += rows
+                    extras["chosen_logps_avg"] = scores.logps[:, 0] / scores.tokens[:, 0].clamp(min=1)
+                    extras["logits/chosen"] = scores.logits_mean[:, 0]
+                    extras["logits/rejected"] = scores.logits_mean[:, 1]
         return table, extras
 
     # ------------------------------------------------------------------ loss and metrics
@@ -322,13 +378,11 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
         for dataset in datasets:
             for batch in self.scoring_batches(dataset, "Precomputing reference log-probs"):
                 info = batch.pop(INFO_KEY)
-                n_pairs = len(info["rows"])
-                for view in views:
-                    inputs = batch if view == CLEAN else info["views"][view]
-                    logps = self._reference_logps(model, inputs)
-                    pairs = torch.stack([logps[:n_pairs], logps[n_pairs:]], dim=-1)
-                    row_ids, pairs = self.accelerator.gather((info["row_id"].to(pairs.device), pairs))
-                    tables[view][row_ids.cpu()] = pairs.float().cpu()
+                with self.shared_encodings(model):
+                    for view in views:
+                        pairs = self._reference_scores(model, *self.scoring_inputs(batch, info, view, seed=0)).logps
+                        row_ids, pairs = self.accelerator.gather((info["row_id"].to(pairs.device), pairs))
+                        tables[view][row_ids.cpu()] = pairs.float().cpu()
         self.reference_table = tables
 
     @torch.no_grad()

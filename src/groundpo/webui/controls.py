@@ -149,6 +149,30 @@ CONTROLS: dict[str, Control] = {
             },
         ),
         _control(
+            "share_prompt_prefix",
+            "checkbox",
+            label={"en": "Share the prompt prefix", "ru": "Общий префикс запроса", "zh": "共享提示前缀", "ko": "프롬프트 접두사 공유", "ja": "プロンプト接頭辞を共有"},
+            info={
+                "en": "Score both answers of a pair in one sequence: the prompt and its media run once. Same log-probs, faster.",
+                "ru": "Оба ответа пары в одной последовательности: запрос и его медиа считаются один раз. Те же вероятности, быстрее.",
+                "zh": "一对回答在同一序列中打分：提示及其媒体只计算一次。对数概率不变，更快。",
+                "ko": "한 쌍의 두 답변을 한 시퀀스에서 평가: 프롬프트와 미디어를 한 번만 계산. 같은 로그 확률, 더 빠름.",
+                "ja": "ペアの両回答を 1 系列で評価：プロンプトとメディアは 1 回だけ計算。対数確率は同じで高速。",
+            },
+        ),
+        _control(
+            "share_media_encodings",
+            "checkbox",
+            label={"en": "Share media encodings", "ru": "Общие кодировки медиа", "zh": "共享媒体编码", "ko": "미디어 인코딩 공유", "ja": "メディア符号化を共有"},
+            info={
+                "en": "Each distinct image, video or audio goes through a frozen encoder once per step, for every pass.",
+                "ru": "Каждое изображение, видео или аудио проходит замороженный кодировщик один раз за шаг для всех проходов.",
+                "zh": "每个不同的图像、视频或音频在每步中只经过冻结的编码器一次，供所有前向共用。",
+                "ko": "서로 다른 이미지·비디오·오디오는 스텝마다 고정된 인코더를 한 번만 통과하고 모든 패스가 공유.",
+                "ja": "異なる画像・動画・音声はステップごとに凍結エンコーダを 1 回だけ通り、全パスで共有。",
+            },
+        ),
+        _control(
             "mod_corruption_visual",
             "dropdown",
             label={"en": "Visual corruption", "ru": "Искажение изображения", "zh": "视觉破坏方式", "ko": "시각 손상 방식", "ja": "視覚の破損方法"},
