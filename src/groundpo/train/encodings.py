@@ -43,8 +43,13 @@ def is_frozen(module: torch.nn.Module) -> bool:
     return not any(p.requires_grad for p in module.parameters())
 
 
+def _local(param: torch.Tensor) -> torch.Tensor:
+    """A parameter's values on this rank: ZeRO-3 keeps them in ``ds_tensor`` (``data`` is a placeholder)."""
+    return getattr(param, "ds_tensor", param)
+
+
 def _same_weights(a: torch.nn.Module, b: torch.nn.Module) -> bool:
-    pa, pb = list(a.parameters()), list(b.parameters())
+    pa, pb = [_local(p) for p in a.parameters()], [_local(p) for p in b.parameters()]
     return len(pa) == len(pb) and all(x.shape == y.shape and torch.equal(x, y) for x, y in zip(pa, pb))
 
 

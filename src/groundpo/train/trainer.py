@@ -15,6 +15,11 @@ What makes it right at scale (several processes, DeepSpeed ZeRO-3, FSDP, gradien
   and FSDP see one forward and one backward, as in upstream DPO.
 - **No-grad passes** run first, each under ``torch.no_grad()``, and keep only their [B] log-probs,
   so their activations are freed before the policy's graph is built.
+- **Shared prompt prefix** (``share_prompt_prefix``): each pair is one packed row [prompt, y_w, y_l]
+  with block attention (``groundpo.data.packing``), so the prompt and its media run once per pass
+  instead of once per response. **Shared media encodings** (``share_media_encodings``): within a
+  step each distinct media input goes through a frozen tower once, for every pass and for policy and
+  reference alike (``groundpo.train.encodings``). Both are exact: the same log-probs and gradients.
 - **Every rank runs the same passes.** A tensor view that no row of a batch needs (MoD-DPO's
   invariance view on audiovisual prompts) is skipped only when no row on *any* rank needs it (one
   tiny all-reduce), so ZeRO-3 and FSDP never wait on a rank that skipped a forward.
