@@ -1,20 +1,27 @@
-"""Benchmark: step time and peak memory of upstream dpo, mod_dpo (γ=0) and mod_dpo++ (γ=0.05).
+"""Benchmark: step time and peak memory of upstream dpo against groundpo's engine (base_dpo, mod_dpo, mod_dpo++).
 
-A benchmark, not a test. All three variants train the same tiny-but-not-trivial config in one run:
-the tiny offline Qwen2.5-Omni (a few hundred thousand parameters), 8 video frames (2 s at 4 fps,
-112×112) and 2 s of 16 kHz audio per row, batch 2. Each variant runs in its own process; the
-script prints median step time (full iterations: data loading, all passes, backward, optimizer)
-and peak memory, and the ratios against dpo.
+A benchmark, not a test. Every variant trains the same config in one run, each in its own process;
+the script prints median step time (full iterations: data loading, all passes, backward, optimizer)
+and peak memory, and their ratios against upstream ``dpo``. Two presets:
 
-    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_step.py [--steps 20] [--check]
+- ``tiny`` (default): the tiny offline Qwen2.5-Omni (a few hundred thousand parameters), 8 video
+  frames (2 s at 4 fps, 112×112) and 2 s of 16 kHz audio per row, batch 2, towers trained. Here a
+  step is dominated by work that does not grow with the passes (decoding media, the optimizer).
+- ``compute``: LLM-dominated, as the 7B setups are: a random Qwen2.5-Omni thinker of ~27 M
+  parameters (hidden 512, 8 layers), a 32-frame 224×224 clip (1,024 video tokens) with 8 s of audio
+  per prompt, answers of 20–40 tokens, frozen towers (LLaMA-Factory's default), batch 1.
+
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_step.py [--preset compute] [--steps 8] [--check] [--out f.json]
+    HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_step.py --preset compute --sweep frames --plot sweep.png
+
+``--sweep frames`` runs ``dpo`` and ``mod_dpo++`` at 4 to 64 frames and draws step time and peak
+memory against the number of frames.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during training (bf16); on CPU, the peak of
 the bytes glibc's allocator has handed out (``mallinfo2``: heap in use + mmapped chunks), sampled
 every millisecond, minus the value when training starts — the CPU analogue of allocated memory,
 much steadier than the resident set size. Other processes on the machine distort CPU timings:
-run it on a quiet machine. The budgets
-(``--check``): peak memory of mod_dpo++ / dpo ≤ 1.15; step time ≤ 1.75, the FLOP ratio of
-6+4 forwards and 2 backwards against DPO's 2+2 and 2 (MoD-DPO Tab. 7).
+run it on a quiet machine. ``--check`` exits 1 when a ratio exceeds the preset's budget.
 """
 
 from __future__ import annotations
@@ -28,39 +35,84 @@ import sys
 import tempfile
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 VARIANTS = {
     "dpo": {"stage": "dpo"},
+    "base_dpo": {"stage": "base_dpo"},
     "mod_dpo": {"stage": "mod_dpo", "mod_gamma_lpd": 0.0},
     "mod_dpo++": {"stage": "mod_dpo", "mod_gamma_lpd": 0.05},
 }
-BUDGETS = {"time": 1.75, "memory": 1.15}
+# ratio budgets against upstream dpo: (variant, "time" | "memory") -> bound
+BUDGETS = {
+    # tiny: MoD-DPO++'s FLOP ratio of 6+4 forwards and 2 backwards against DPO's 2+2 and 2 (Tab. 7)
+    "tiny": {("mod_dpo++", "time"): 1.75, ("mod_dpo++", "memory"): 1.15},
+    # compute: the shared prompt prefix and media encodings (issue 14 of the tracker)
+    "compute": {("mod_dpo++", "time"): 0.8, ("mod_dpo++", "memory"): 0.8, ("base_dpo", "time"): 0.6},
+}
+SWEEP_FRAMES = (4, 8, 16, 32, 64)
+SWEEP_VARIANTS = ("dpo", "mod_dpo++")
+
+
+@dataclass(frozen=True)
+class Preset:
+    spec: dict  # TinyOmniSpec fields
+    rows: int
+    seconds: float
+    fps: float
+    size: int
+    batch: int
+    answer_words: int  # words of filler added to each answer (0: short answers)
+    freeze_towers: bool
+
+    @property
+    def frames(self) -> int:
+        return int(self.seconds * self.fps)
+
+
+PRESETS = {
+    "tiny": Preset(spec={}, rows=24, seconds=2.0, fps=4, size=112, batch=2, answer_words=0, freeze_towers=False),
+    "compute": Preset(
+        spec={"hidden_size": 512, "intermediate_size": 1536, "num_hidden_layers": 8, "num_attention_heads": 8,
+              "num_key_value_heads": 4, "vision_hidden_size": 64, "vision_depth": 2, "audio_d_model": 64,
+              "audio_layers": 2, "image_max_pixels": 224 * 224},
+        rows=12, seconds=8.0, fps=4, size=224, batch=1, answer_words=16, freeze_towers=True,
+    ),
+}
 
 
 # ------------------------------------------------------------------ the data and the model
-def make_bench_data(folder: Path, rows: int = 24) -> Path:
+FILLER = ("it keeps the same speed and the same colour all the way across the frame while the sound goes on "
+          "steadily in the background of the clip").split()
+
+
+def make_bench_data(folder: Path, preset: Preset, frames: int | None = None) -> Path:
+    """Generated rows: a moving-shape clip and a tone per row, visual and audio questions alternating."""
     from groundpo.testing.media import write_shape_video, write_tone_wav
 
+    seconds = (frames / preset.fps) if frames else preset.seconds
     shapes, colours = ["circle", "square", "triangle"], ["red", "blue", "green", "yellow"]
     sounds = ["low_hum", "high_beeps", "noise_bursts", "rising_tone"]
     directions = ["left_to_right", "right_to_left", "top_to_bottom", "bottom_to_top"]
     media = folder / "media"
+    filler = " ".join((FILLER * 4)[: preset.answer_words])
+    tail = f" {filler[0].upper()}{filler[1:]}." if filler else ""
     records = []
-    for i in range(rows):
+    for i in range(preset.rows):
         shape, colour, sound = shapes[i % 3], colours[i % 4], sounds[(i + 1) % 4]
         write_shape_video(media / f"b{i:03d}.mp4", shape=shape, colour=colour, direction=directions[i % 4],
-                          seconds=2.0, fps=4, size=112)
-        write_tone_wav(media / f"b{i:03d}.wav", kind=sound, seconds=2.0, sample_rate=16000, seed=i)
+                          seconds=seconds, fps=preset.fps, size=preset.size)
+        write_tone_wav(media / f"b{i:03d}.wav", kind=sound, seconds=seconds, sample_rate=16000, seed=i)
         modality = "visual" if i % 2 == 0 else "audio"
         question = "What colour is the moving shape?" if modality == "visual" else "What do you hear?"
         chosen = f"The {shape} is {colour}." if modality == "visual" else f"I hear a {sound.replace('_', ' ')}."
         rejected = f"I see a {sound.replace('_', ' ')}." if modality == "visual" else f"I hear a {colour} {shape}."
         records.append({
             "conversations": [{"from": "human", "value": f"<video><audio>{question}"}],
-            "chosen": {"from": "gpt", "value": chosen}, "rejected": {"from": "gpt", "value": rejected},
+            "chosen": {"from": "gpt", "value": chosen + tail}, "rejected": {"from": "gpt", "value": rejected + tail},
             "videos": [f"media/b{i:03d}.mp4"], "audios": [f"media/b{i:03d}.wav"], "modality": modality,
         })
     (folder / "bench.json").write_text(json.dumps(records, indent=1))
@@ -73,15 +125,16 @@ def make_bench_data(folder: Path, rows: int = 24) -> Path:
     return folder
 
 
-def bench_config(model: Path, data: Path, out: Path, steps: int, cuda: bool, **stage) -> dict:
+def bench_config(model: Path, data: Path, out: Path, steps: int, cuda: bool, preset: Preset, frames: int, **stage) -> dict:
+    pixels = preset.size * preset.size
     config = {
         "model_name_or_path": str(model), "template": "qwen2_omni", "trust_remote_code": False,
-        "image_max_pixels": 112 * 112, "video_max_pixels": 112 * 112, "video_fps": 4.0, "video_maxlen": 8,
-        "do_train": True, "finetuning_type": "full", "freeze_vision_tower": False,
-        "dataset": "bench", "dataset_dir": str(data), "cutoff_len": 1024, "overwrite_cache": True,
+        "image_max_pixels": pixels, "video_max_pixels": pixels, "video_fps": float(preset.fps), "video_maxlen": frames,
+        "do_train": True, "finetuning_type": "full", "freeze_vision_tower": preset.freeze_towers,
+        "dataset": "bench", "dataset_dir": str(data), "cutoff_len": 4096, "overwrite_cache": True,
         "preprocessing_num_workers": 1, "dataloader_num_workers": 0,
         "output_dir": str(out), "save_strategy": "no", "overwrite_output_dir": True, "report_to": "none",
-        "logging_steps": 1, "per_device_train_batch_size": 2, "learning_rate": 1e-4, "max_steps": steps,
+        "logging_steps": 1, "per_device_train_batch_size": preset.batch, "learning_rate": 1e-4, "max_steps": steps,
         "lr_scheduler_type": "constant", "seed": 0, "disable_gradient_checkpointing": True,
     }
     config.update({"bf16": True} if cuda else {"use_cpu": True})
@@ -173,11 +226,69 @@ def run_variant(name: str, config: dict, folder: Path) -> dict:
     return json.loads(result.read_text())
 
 
+def measure(name: str, config: dict, folder: Path, warmup: int) -> dict:
+    raw = run_variant(name, config, folder)
+    steps = raw["durations"][warmup:]
+    return {"median_step_s": statistics.median(steps), "peak_mb": raw["peak_bytes"] / 2**20, "steps_timed": len(steps)}
+
+
+def with_ratios(results: dict) -> dict:
+    base = results["dpo"]
+    for r in results.values():
+        r["time_ratio"] = r["median_step_s"] / base["median_step_s"]
+        r["memory_ratio"] = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
+    return results
+
+
+def print_table(results: dict, device: str) -> None:
+    print(f"\ndevice: {device}")
+    print(f"{'variant':<11} {'median step (s)':>16} {'peak memory (MB)':>17} {'time / dpo':>11} {'memory / dpo':>13}")
+    for name, r in results.items():
+        print(f"{name:<11} {r['median_step_s']:>16.4f} {r['peak_mb']:>17.1f} {r['time_ratio']:>11.2f} {r['memory_ratio']:>13.2f}")
+
+
+def check_budgets(results: dict, preset: str) -> bool:
+    ok = True
+    for (variant, what), bound in BUDGETS[preset].items():
+        value = results[variant][f"{what}_ratio"]
+        fine = value <= bound
+        ok &= fine
+        print(f"{variant} / dpo: {'step time' if what == 'time' else 'peak memory'} {value:.2f} "
+              f"(budget {bound}: {'ok' if fine else 'OVER'})")
+    return ok
+
+
+def plot_sweep(sweep: dict, path: Path, device: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_time, ax_mem) = plt.subplots(1, 2, figsize=(10, 4))
+    for variant, points in sweep.items():
+        frames = [p["frames"] for p in points]
+        ax_time.plot(frames, [p["median_step_s"] for p in points], marker="o", label=variant)
+        ax_mem.plot(frames, [p["peak_mb"] for p in points], marker="o", label=variant)
+    for ax, label in ((ax_time, "median step time (s)"), (ax_mem, "peak memory (MB)")):
+        ax.set_xlabel("video frames per prompt")
+        ax.set_ylabel(label)
+        ax.set_xscale("log", base=2)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"upstream dpo vs MoD-DPO++ (groundpo engine), {device}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--steps", type=int, default=20, help="training steps per variant (default 20)")
-    parser.add_argument("--warmup", type=int, default=4, help="steps left out of the median (default 4)")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny")
+    parser.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated (default: all)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per variant (default 20 tiny, 8 compute)")
+    parser.add_argument("--warmup", type=int, default=None, help="steps left out of the median (default 4 tiny, 2 compute)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    parser.add_argument("--sweep", choices=["frames"], help="step time and peak memory against the number of frames")
+    parser.add_argument("--plot", help="with --sweep: draw the curves to this PNG")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 if a ratio exceeds its budget")
     parser.add_argument("--worker", nargs=2, help=argparse.SUPPRESS)
@@ -187,41 +298,46 @@ def main() -> None:
 
     import torch
 
-    from groundpo.testing.tiny_omni import build_tiny_omni
+    from groundpo.testing.tiny_omni import TinyOmniSpec, build_tiny_omni
 
+    preset = PRESETS[args.preset]
+    steps = args.steps or (20 if args.preset == "tiny" else 8)
+    warmup = args.warmup if args.warmup is not None else (4 if args.preset == "tiny" else 2)
     cuda = torch.cuda.is_available() if args.device == "auto" else args.device == "cuda"
+    device = (torch.cuda.get_device_name() + ", bf16") if cuda else f"CPU ({os.cpu_count()} cores), float32"
+    variants = [v for v in args.variants.split(",") if v]
     with tempfile.TemporaryDirectory(prefix="groundpo-bench-") as tmp:
         folder = Path(tmp)
-        print("building the tiny model and the bench data ...", flush=True)
-        model = build_tiny_omni(folder / "model")
-        data = make_bench_data(folder / "data")
+        print(f"building the {args.preset} model and the bench data ...", flush=True)
+        model = build_tiny_omni(folder / "model", TinyOmniSpec(**preset.spec))
+        if args.sweep:
+            sweep: dict[str, list] = {v: [] for v in SWEEP_VARIANTS}
+            for frames in SWEEP_FRAMES:
+                data = make_bench_data(folder / f"data{frames}", preset, frames=frames)
+                for name in SWEEP_VARIANTS:
+                    print(f"{frames} frames: {name} ({steps} steps) ...", flush=True)
+                    config = bench_config(model, data, folder / f"{name}{frames}", steps, cuda, preset, frames, **VARIANTS[name])
+                    sweep[name].append({"frames": frames, **measure(f"{name}{frames}", config, folder, warmup)})
+            print(f"\ndevice: {device}\n{'frames':>6} " + " ".join(f"{v + ' s':>12} {v + ' MB':>12}" for v in sweep))
+            for i, frames in enumerate(SWEEP_FRAMES):
+                print(f"{frames:>6} " + " ".join(f"{sweep[v][i]['median_step_s']:>12.3f} {sweep[v][i]['peak_mb']:>12.1f}" for v in sweep))
+            if args.plot:
+                plot_sweep(sweep, Path(args.plot), device)
+            if args.out:
+                Path(args.out).write_text(json.dumps({"device": device, "preset": args.preset, "sweep": sweep}, indent=2))
+            return
+        data = make_bench_data(folder / "data", preset)
         results = {}
-        for name, stage in VARIANTS.items():
-            print(f"running {name} ({args.steps} steps) ...", flush=True)
-            raw = run_variant(name, bench_config(model, data, folder / name, args.steps, cuda, **stage), folder)
-            steps = raw["durations"][args.warmup:]
-            results[name] = {
-                "median_step_s": statistics.median(steps),
-                "peak_mb": raw["peak_bytes"] / 2**20,
-                "steps_timed": len(steps),
-            }
+        for name in variants:
+            print(f"running {name} ({steps} steps) ...", flush=True)
+            config = bench_config(model, data, folder / name, steps, cuda, preset, preset.frames, **VARIANTS[name])
+            results[name] = measure(name, config, folder, warmup)
 
-    base = results["dpo"]
-    device = torch.cuda.get_device_name() if cuda else f"CPU ({os.cpu_count()} cores), float32"
-    print(f"\ndevice: {device}{', bf16' if cuda else ''}")
-    print(f"{'variant':<11} {'median step (s)':>16} {'peak memory (MB)':>17} {'time / dpo':>11} {'memory / dpo':>13}")
-    for name, r in results.items():
-        r["time_ratio"] = r["median_step_s"] / base["median_step_s"]
-        r["memory_ratio"] = r["peak_mb"] / base["peak_mb"] if base["peak_mb"] > 0 else float("nan")
-        print(f"{name:<11} {r['median_step_s']:>16.4f} {r['peak_mb']:>17.1f} {r['time_ratio']:>11.2f} {r['memory_ratio']:>13.2f}")
-    plus = results["mod_dpo++"]
-    ok_time, ok_mem = plus["time_ratio"] <= BUDGETS["time"], plus["memory_ratio"] <= BUDGETS["memory"]
-    print(f"\nmod_dpo++ / dpo: step time {plus['time_ratio']:.2f} (budget {BUDGETS['time']}: "
-          f"{'ok' if ok_time else 'OVER'}), peak memory {plus['memory_ratio']:.2f} (budget {BUDGETS['memory']}: "
-          f"{'ok' if ok_mem else 'OVER'})")
+    print_table(with_ratios(results), device)
+    ok = check_budgets(results, args.preset) if all(v in results for v, _ in BUDGETS[args.preset]) else True
     if args.out:
-        Path(args.out).write_text(json.dumps({"device": device, "results": results}, indent=2))
-    if args.check and not (ok_time and ok_mem):
+        Path(args.out).write_text(json.dumps({"device": device, "preset": args.preset, "results": results}, indent=2))
+    if args.check and not ok:
         raise SystemExit(1)
 
 
