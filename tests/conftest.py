@@ -76,6 +76,15 @@ def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, cwd: P
     return proc
 
 
+def free_port() -> int:
+    """A TCP port nobody listens on now (torchrun's MASTER_PORT; safe when tests run in parallel workers)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def assert_ok(proc: subprocess.CompletedProcess) -> None:
     assert proc.returncode == 0, f"exit {proc.returncode}\n--- stdout ---\n{proc.stdout[-4000:]}\n--- stderr ---\n{proc.stderr[-6000:]}"
 

@@ -17,7 +17,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, assert_ok, run_cli, tiny_config, write_config
+from conftest import BIN, ROOT, assert_ok, free_port, run_cli, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -32,7 +32,6 @@ STAGE_KEYS = {  # each stage's own metrics: every log line carries at least one
     # a step whose rows are all output pairs (or all input pairs) logs only that kind's loss
     "acpo": ("acpo/loss_output", "acpo/loss_input"),
 }
-_PORT = iter(range(29700, 29800))
 
 
 def _harness_config(model: Path, out: Path, stage: str, **overrides) -> dict:
@@ -46,7 +45,7 @@ def _harness_config(model: Path, out: Path, stage: str, **overrides) -> dict:
 
 
 def _torchrun_env(nproc: int = 2) -> dict:
-    return {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(nproc), "MASTER_PORT": str(next(_PORT))}
+    return {"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": str(nproc), "MASTER_PORT": str(free_port())}
 
 
 def _torchrun(tmp_path: Path, cfg: dict, name: str = "run", nproc: int = 2) -> subprocess.CompletedProcess:
@@ -226,7 +225,7 @@ def test_two_node_launch_with_nnodes_node_rank_and_master_addr(tiny_omni, tmp_pa
     with MASTER_ADDR set to node 0's address): both start from `llamafactory-cli train`."""
     out = tmp_path / "out"
     path = write_config(tmp_path / "multi.yaml", _harness_config(tiny_omni, out, "mod_dpo", do_eval=False, eval_strategy="no", val_size=None, ddp_backend="gloo"))
-    port = str(next(_PORT))
+    port = str(free_port())
     env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FORCE_TORCHRUN": "1",
            "NNODES": "2", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
     # each node writes to a file: with pipes read one after the other, a node blocked on a full pipe
