@@ -158,8 +158,6 @@ def write_shape_video(
     even, as 4:2:0 chroma needs), H.264 (libx264) or MPEG-4 part 2 in yuv420p. The shape starts
     touching one edge's margin and ends at the opposite one. Returns the path.
     """
-    import av
-
     _check("shape", shape, SHAPES)
     _check("colour", colour, COLOURS)
     _check("direction", direction, DIRECTIONS)
@@ -168,26 +166,42 @@ def write_shape_video(
     n_frames = round(seconds * fps)
     if n_frames < 1:
         raise ValueError(f"seconds * fps must give at least one frame, got seconds={seconds!r} fps={fps!r}")
+    frames = [draw_shape(shape, colour, size, centre, background) for centre in _path_centres(direction, size, n_frames)]
+    return write_frames_video(path, frames, fps=fps)
 
+
+def write_frames_video(path, frames, *, fps: int = 8) -> Path:
+    """Write RGB ``uint8`` frames (each ``(h, w, 3)``, even sides) as a bit-exact mp4. Returns the path.
+
+    The encoding of :func:`write_shape_video`: H.264 (libx264, ``cpu-independent``) or MPEG-4
+    part 2 in yuv420p, one thread, ``bitexact`` flags, one GOP, no creation time.
+    """
+    import av
+
+    frames = list(frames)
+    if not frames:
+        raise ValueError("frames must hold at least one frame")
+    height, width = frames[0].shape[:2]
+    if height % 2 or width % 2:
+        raise ValueError(f"frame sides must be even (4:2:0 chroma), got {width}x{height}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     codec = video_codec_name()
     with av.open(str(path), "w", format="mp4", container_options={"fflags": "+bitexact"}) as container:
         stream = container.add_stream(codec, rate=Fraction(int(fps), 1))
-        stream.width = stream.height = size
+        stream.width, stream.height = width, height
         stream.pix_fmt = "yuv420p"
         ctx = stream.codec_context
         ctx.time_base = Fraction(1, int(fps))
         ctx.thread_count = 1
         ctx.thread_type = "SLICE"
         ctx.flags |= av.codec.context.Flags.bitexact
-        ctx.gop_size = n_frames
+        ctx.gop_size = len(frames)
         if codec == "libx264":
             ctx.options = {"crf": "18", "preset": "medium", "threads": "1", "x264-params": X264_PARAMS}
         else:
             ctx.options = {"qscale": "3"}
-        for i, centre in enumerate(_path_centres(direction, size, n_frames)):
-            rgb = draw_shape(shape, colour, size, centre, background)
+        for i, rgb in enumerate(frames):
             frame = av.VideoFrame.from_ndarray(_rgb_to_yuv420p(rgb), format="yuv420p")
             frame.pts = i
             frame.time_base = Fraction(1, int(fps))
