@@ -18,11 +18,15 @@ class DataPlan:
     token_views: tuple[TokenView, ...] = ()
     row_checks: tuple[RowCheck, ...] = ()
     input_contrastive: Callable[[dict], bool] | None = None  # see groundpo.views.StagePlan
+    # prompt rows with a verifiable answer (MBPO's online data), loaded with upstream's stage "ppo":
+    # groundpo.data.prompts.PromptDatasetProcessor encodes them and PROMPT_CHECKS replace the pair checks
+    prompts: bool = False
 
 
 @contextmanager
 def preference_data(plan: DataPlan) -> Iterator[DataPlan]:
-    """Within this block, ``llamafactory.data.get_dataset(stage="rm")`` builds multi-view rows for ``plan``."""
+    """Within this block, ``llamafactory.data.get_dataset(stage="rm")`` builds multi-view rows for ``plan``
+    (``stage="ppo"``: prompt rows, when ``plan.prompts``)."""
     global _active
     previous, _active = _active, plan
     try:

@@ -15,7 +15,9 @@ import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
-EXTRA_COLUMNS = ("modality", "rejected_images", "rejected_videos", "rejected_audios", "region", "pair_type")
+EXTRA_COLUMNS = (
+    "modality", "rejected_images", "rejected_videos", "rejected_audios", "region", "pair_type", "answer", "options",
+)
 MEDIA_COLUMNS = ("images", "videos", "audios", "rejected_images", "rejected_videos", "rejected_audios")
 MODALITIES = ("visual", "audio", "audiovisual")
 
@@ -119,6 +121,14 @@ def check_raw_row(dataset: str, index: int, raw: dict[str, Any], attr: Any, extr
     for logical in ("modality", "pair_type"):
         if logical in extra_columns:
             _check_text(error, logical, value(logical), required=False)
+    if "answer" in extra_columns:
+        _check_text(error, "answer", value("answer"), required=False)
+    options = value("options") if "options" in extra_columns else None
+    if options is not None and not (
+        (isinstance(options, list) and all(isinstance(o, str) for o in options))
+        or (isinstance(options, dict) and all(isinstance(o, str) for o in options.values()))
+    ):
+        raise error("options", f"expected a list of option texts or a {{letter: text}} mapping, got {_shown(options)}")
     region = value("region") if "region" in extra_columns else None
     if region is not None and not (
         isinstance(region, list) and len(region) == 4 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in region)
@@ -184,6 +194,45 @@ def check_placeholders(row: Row) -> None:
 
 
 COMMON_CHECKS: tuple[RowCheck, ...] = (check_responses, check_placeholders)
+
+
+# ---------------------------------------------------------------- prompt rows (MBPO's online data)
+def check_prompt(row: Row) -> None:
+    """A prompt row ends with a user turn (the answer, if the file has one, is not trained on)."""
+    if len(row.get("prompt") or []) % 2 != 1:
+        raise row.error("messages", "the prompt must end with a user turn")
+
+
+def check_prompt_placeholders(row: Row) -> None:
+    """Each media kind appears in the prompt as often as the row has files (in order)."""
+    texts = [m.get("content", "") for m in (row.get("prompt") or []) if isinstance(m, dict)]
+    for kind, placeholder in PLACEHOLDERS.items():
+        wanted = sum(t.count(placeholder) for t in texts)
+        have = len(row.get(kind) or [])
+        if have != wanted:
+            raise row.error(
+                kind, f"{have} file(s) for {wanted} {placeholder} placeholder(s) in the prompt; each {placeholder} takes one file, in order"
+            )
+
+
+def check_verifiable_answer(row: Row) -> None:
+    """A closed-ended prompt has a gold ``answer``: yes/no, or an option letter or text when it has ``options``."""
+    from ..rewards import AnswerError, gold_answer, option_map
+
+    answer, options = row.get("answer"), option_map(row.get("options"))
+    if answer is None:
+        raise row.error(
+            "answer", "missing; an online (prompt-only) row needs its gold answer: yes/no, or an option with `options`"
+        )
+    if options is not None and len(options) < 2:
+        raise row.error("options", f"a multiple-choice question needs at least two options, got {_shown(options)}")
+    try:
+        gold_answer(answer, options)
+    except AnswerError as e:
+        raise row.error("answer", str(e)) from None
+
+
+PROMPT_CHECKS: tuple[RowCheck, ...] = (check_prompt, check_prompt_placeholders, check_verifiable_answer)
 
 
 def check_modality(row: Row) -> None:
@@ -270,12 +319,15 @@ def check_media_files(row: Row) -> list[str]:
     return missing
 
 
-def check_rows(dataset_name: str, rows: list[dict[str, Any]], checks: tuple[RowCheck, ...]) -> None:
-    """Run the common checks and ``checks`` on every row, then report every missing media file at once."""
+def check_rows(
+    dataset_name: str, rows: list[dict[str, Any]], checks: tuple[RowCheck, ...], common: tuple[RowCheck, ...] = COMMON_CHECKS
+) -> None:
+    """Run the ``common`` checks (a preference row's; ``PROMPT_CHECKS`` for prompt rows) and ``checks`` on every
+    row, then report every missing media file at once."""
     missing: list[str] = []
     for index, values in enumerate(rows):
         row = Row(dataset_name, index, values)
-        for check in COMMON_CHECKS + tuple(checks):
+        for check in tuple(common) + tuple(checks):
             check(row)
         missing += check_media_files(row)
     if missing:

@@ -22,7 +22,6 @@ tiny Qwen2-VL): padding is masked out of attention and positions.
 
 from __future__ import annotations
 
-import inspect
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -80,8 +79,6 @@ class BatchedEngine(ChatEngine):
             for side, tokens in ((VISUAL, (plugin.image_token, plugin.video_token)), (AUDIO, (plugin.audio_token,)))
         }
         self.stop_ids = set(self.template.get_stop_token_ids(self.tokenizer))
-        rope = getattr(self.model, "get_rope_index", None) or getattr(getattr(self.model, "model", None), "get_rope_index", None)
-        self.wants_mm_token_type_ids = rope is not None and "mm_token_type_ids" in inspect.signature(rope).parameters
         model_type = str(getattr(self.model.config, "model_type", ""))
         self.one_by_one = model_type in ("minicpmv", "minicpmo")  # their plugin's inputs do not batch
         if self.one_by_one and self.decoding.contrastive:
@@ -121,42 +118,13 @@ class BatchedEngine(ChatEngine):
 
     def collate(self, prepared: list[PreparedItem]) -> tuple[dict[str, Any], dict[str, list[int]]]:
         """Left-padded ``input_ids`` / ``attention_mask`` and the batch's media tensors (on the
-        model's device), and the media counts per row."""
-        import torch
+        model's device), and the media counts per row (:func:`groundpo.generation.left_padded_inputs`)."""
+        from ..generation import left_padded_inputs
 
-        pad = self.tokenizer.pad_token_id
-        width = max(len(p.ids) for p in prepared)
-        input_ids = torch.full((len(prepared), width), pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(prepared), width), dtype=torch.long)
-        for row, p in enumerate(prepared):
-            input_ids[row, width - len(p.ids) :] = torch.tensor(p.ids, dtype=torch.long)
-            attention_mask[row, width - len(p.ids) :] = 1
-        kinds = ("images", "videos", "audios")
-        media = {k: [m for p in prepared for m in p.media[k]] for k in kinds}
-        counts = {k: [len(p.media[k]) for p in prepared] for k in kinds}
-        mm = self.template.mm_plugin.get_mm_inputs(
-            media["images"], media["videos"], media["audios"], counts["images"], counts["videos"], counts["audios"],
-            [p.ids for p in prepared], self.processor,
-        )  # fmt: skip
-        batch: dict[str, Any] = {"input_ids": input_ids, "attention_mask": attention_mask}
-        device, dtype = self.model.device, self.model.dtype
-        for key, value in mm.items():
-            if key == "second_per_grid_ts":  # Qwen2.5-VL takes a list
-                batch[key] = value.tolist() if torch.is_tensor(value) else list(value)
-                continue
-            if isinstance(value, list) and value and torch.is_tensor(value[0]):
-                value = torch.stack(value)
-            elif not torch.is_tensor(value):
-                value = torch.tensor(value)
-            batch[key] = value.to(dtype) if torch.is_floating_point(value) else value
-        if self.wants_mm_token_type_ids and "mm_token_type_ids" not in batch:
-            types = torch.zeros_like(input_ids)
-            config = self.model.config
-            for value, token in ((1, getattr(config, "image_token_id", None)), (2, getattr(config, "video_token_id", None))):
-                if token is not None:
-                    types[input_ids == token] = value
-            batch["mm_token_type_ids"] = types
-        return {k: (v.to(device) if torch.is_tensor(v) else v) for k, v in batch.items()}, counts
+        return left_padded_inputs(
+            [p.ids for p in prepared], [p.media for p in prepared], tokenizer=self.tokenizer, template=self.template,
+            processor=self.processor, model=self.model,
+        )
 
     # -- generation -----------------------------------------------------------------------------
 

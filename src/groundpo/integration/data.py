@@ -8,7 +8,8 @@ stage. While one of our workflows loads its data (inside :func:`groundpo.data.pl
 - ``align_dataset`` as used by ``llamafactory.data.loader`` adds them to the aligned dataset as
   ``_<column>`` (media paths resolved like upstream's), plus ``_source_dataset``/``_source_row``,
   then checks every row (``groundpo.data.rows``), so a bad row stops training before it starts;
-- ``_get_dataset_processor`` returns our ``ViewPairwiseDatasetProcessor``.
+- ``_get_dataset_processor`` returns our ``ViewPairwiseDatasetProcessor`` (stage ``rm``), or our
+  ``PromptDatasetProcessor`` (stage ``ppo``) for MBPO's prompt rows.
 
 Outside that context every patched function behaves exactly like upstream's.
 """
@@ -36,9 +37,9 @@ def patch_dataset_attr(parser: ModuleType) -> None:
 
 
 def patch_loader(loader: ModuleType) -> None:
-    align_dataset, get_processor, load_single, _ = require(
+    align_dataset, get_processor, load_single, _, _ = require(
         loader, "align_dataset", "_get_dataset_processor", "_load_single_dataset",
-        "PairwiseDatasetProcessor._encode_data_example",
+        "PairwiseDatasetProcessor._encode_data_example", "UnsupervisedDatasetProcessor._encode_data_example",
     )
     from llamafactory.data import converter
 
@@ -63,6 +64,10 @@ def patch_loader(loader: ModuleType) -> None:
         from groundpo.data.processor import ViewPairwiseDatasetProcessor
 
         plan = active_plan()
+        if plan is not None and plan.prompts and stage == "ppo":
+            from groundpo.data.prompts import PromptDatasetProcessor
+
+            return PromptDatasetProcessor(template=template, tokenizer=tokenizer, processor=processor, data_args=data_args)
         if plan is None or stage != "rm":
             return get_processor(data_args, stage, template, tokenizer, processor, do_generate)
         return ViewPairwiseDatasetProcessor(
@@ -107,7 +112,7 @@ def _diagnose_files(error: Exception, dataset_attr, data_args) -> None:
 def _add_columns_and_check(raw, aligned, dataset_attr, data_args, plan):
     from llamafactory.data.converter import get_dataset_converter
 
-    from groundpo.data.rows import EXTRA_COLUMNS, MEDIA_COLUMNS, check_rows
+    from groundpo.data.rows import COMMON_CHECKS, EXTRA_COLUMNS, MEDIA_COLUMNS, PROMPT_CHECKS, check_rows
 
     if not hasattr(aligned, "add_column"):
         raise ValueError(f"Stage {plan.stage!r} does not support `streaming: true`; load the dataset in memory.")
@@ -117,14 +122,15 @@ def _add_columns_and_check(raw, aligned, dataset_attr, data_args, plan):
     find_medias = get_dataset_converter(dataset_attr.formatting, dataset_attr, data_args)._find_medias
     n = len(aligned)
     for column in EXTRA_COLUMNS:
-        values = list(raw[columns[column]]) if column in columns else [None] * n
+        present = column in columns and columns[column] in raw.column_names  # a mapped column no row has: all None
+        values = list(raw[columns[column]]) if present else [None] * n
         if column in MEDIA_COLUMNS:
             values = [find_medias(v) for v in values]
         aligned = aligned.add_column(f"_{column}", values)
     aligned = aligned.add_column("_source_dataset", [name] * n)
     aligned = aligned.add_column("_source_row", list(range(n)))
 
-    check_rows(name, aligned.to_list(), plan.row_checks)
+    check_rows(name, aligned.to_list(), plan.row_checks, common=PROMPT_CHECKS if plan.prompts else COMMON_CHECKS)
     return aligned
 
 
@@ -137,3 +143,23 @@ def encode_pair(processor, prompt, response, system, tools, images, videos, audi
     return processor._encode_data_example(
         prompt=prompt, response=response, system=system, tools=tools, images=images, videos=videos, audios=audios
     )
+
+
+def encode_prompt(processor, prompt, system, tools, images, videos, audios) -> list[int]:
+    """Upstream's encoding of a prompt for generation (``UnsupervisedDatasetProcessor._encode_data_example``,
+    the PPO stage's): the prompt's ids, media tokens expanded, ending with the assistant's header."""
+    input_ids, _ = processor._encode_data_example(
+        prompt=prompt, response=[], system=system, tools=tools, images=images, videos=videos, audios=audios
+    )
+    return input_ids
+
+
+def regularize_images(plugin, images, processor) -> list:
+    """Images as upstream's vLLM engine hands them to vLLM (``mm_plugin._regularize_images``: RGB, resized
+    to the processor's ``image_max_pixels`` / ``image_min_pixels``)."""
+    (regularize,) = require(plugin, "_regularize_images")
+    return regularize(
+        images,
+        image_max_pixels=getattr(processor, "image_max_pixels", 768 * 768),
+        image_min_pixels=getattr(processor, "image_min_pixels", 32 * 32),
+    )["images"]
