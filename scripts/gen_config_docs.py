@@ -18,8 +18,9 @@ HEADER = """# Configuration: every YAML key groundpo adds
 
 groundpo's keys sit next to LLaMA-Factory's in the same YAML file (or on the command line). A key is
 accepted only by the stages that list it; giving it with another stage stops with an error that
-names the stage it belongs to. β is LLaMA-Factory's `pref_beta` for every stage; a stage with a
-paper value of its own uses it when the config does not set `pref_beta`.
+names the stage it belongs to. β is LLaMA-Factory's `pref_beta` for every DPO-family stage; a stage
+with a paper value of its own uses it when the config does not set `pref_beta`. MBPO reads no β: its
+KL weight is `mbpo_beta_kl`.
 
 | stage | paper | keys | default β |
 |---|---|---|---|
@@ -34,6 +35,8 @@ def render() -> str:
     for spec in stages():
         keys = ", ".join(f"`{k}`" for cls in spec.arguments for k in (f.name for f in fields(cls))) or "—"
         beta = spec.default_beta if spec.default_beta is not None else "0.1 (upstream)"
+        if not getattr(spec, "reads_beta", True):
+            beta = "— (not read)"
         lines.append(f"| `{spec.name}` ({spec.label['en']}) | {spec.paper} | {keys} | {beta} |")
     for cls in STAGE_ARGUMENTS:
         owners = ", ".join(f"`{s.name}`" for s in stages() if cls in s.arguments)

@@ -189,6 +189,79 @@ class ACPOArguments:
 
 
 @dataclass
+class MBPOArguments:
+    r"""MBPO (stage ``mbpo``, seed 003 Sec. 4): GRPO over a hybrid batch of offline pairs (fixed rewards) and
+    online closed-ended prompts (G sampled responses, verified rewards), with a k3 KL to the reference.
+    The paper's values of ε, β_KL and G were lost in extraction; the defaults are DeepSeekMath's GRPO values
+    (see docs/methods.md)."""
+
+    mbpo_num_generations: int = field(
+        default=8, metadata={"help": "G: responses sampled per online prompt (a group; the advantage is normalised in it)."}
+    )
+    mbpo_epsilon: float = field(default=0.2, metadata={"help": "ε of the clipped ratio clip(ρ, 1−ε, 1+ε)."})
+    mbpo_beta_kl: float = field(
+        default=0.04,
+        metadata={"help": "β_KL: weight of the k3 KL estimate to the frozen reference (0: no reference model is loaded)."},
+    )
+    mbpo_num_iterations: int = field(
+        default=1,
+        metadata={"help": "μ: policy updates per batch of generated responses (1: on-policy, ρ = 1 and the clip is inactive)."},
+    )
+    mbpo_temperature: float = field(default=1.0, metadata={"help": "Sampling temperature of the online responses."})
+    mbpo_top_p: float = field(default=1.0, metadata={"help": "Nucleus (top-p) sampling of the online responses."})
+    mbpo_max_new_tokens: int = field(default=128, metadata={"help": "Longest online response, in tokens."})
+    mbpo_reward_chosen: float = field(default=1.0, metadata={"help": "Fixed reward of an offline chosen response y_w."})
+    mbpo_reward_rejected: float = field(default=0.0, metadata={"help": "Fixed reward of an offline rejected response y_l."})
+    mbpo_loss_aggregation: Literal["row", "response"] = field(
+        default="row",
+        metadata={
+            "help": "How response losses form the batch loss: 'row' = Eq. 7 (mean over each row's responses, then over "
+            "rows), 'response' = mean over all responses."
+        },
+    )
+    mbpo_log_iig: bool = field(
+        default=True,
+        metadata={"help": "Log the IIG of offline chosen/rejected responses (one no-grad pass on blank media per step)."},
+    )
+    mbpo_generation_backend: Literal["huggingface", "vllm"] = field(
+        default="huggingface",
+        metadata={"help": "Who samples online responses: 'huggingface' (model.generate) or 'vllm' (colocated; needs vLLM and a GPU)."},
+    )
+    mbpo_vllm_gpu_memory_utilization: float = field(
+        default=0.3, metadata={"help": "Share of GPU memory the colocated vLLM engine may take (mbpo_generation_backend: vllm)."}
+    )
+
+    def check_mbpo(self) -> None:
+        if self.mbpo_num_generations < 2:
+            raise ValueError(f"`mbpo_num_generations` must be at least 2 (a group needs two responses); got {self.mbpo_num_generations}.")
+        _check_range("mbpo_epsilon", self.mbpo_epsilon, 0.0, 1.0)
+        _check_range("mbpo_beta_kl", self.mbpo_beta_kl, 0.0)
+        if self.mbpo_num_iterations < 1:
+            raise ValueError(f"`mbpo_num_iterations` must be at least 1; got {self.mbpo_num_iterations}.")
+        if self.mbpo_temperature <= 0:
+            raise ValueError(f"`mbpo_temperature` must be > 0 (MBPO samples its online responses); got {self.mbpo_temperature}.")
+        if not 0 < self.mbpo_top_p <= 1:
+            raise ValueError(f"`mbpo_top_p` must lie in (0, 1]; got {self.mbpo_top_p}.")
+        if self.mbpo_max_new_tokens < 1:
+            raise ValueError(f"`mbpo_max_new_tokens` must be at least 1; got {self.mbpo_max_new_tokens}.")
+        _check_choice("mbpo_loss_aggregation", self.mbpo_loss_aggregation, ("row", "response"))
+        _check_choice("mbpo_generation_backend", self.mbpo_generation_backend, ("huggingface", "vllm"))
+        _check_range("mbpo_vllm_gpu_memory_utilization", self.mbpo_vllm_gpu_memory_utilization, 0.0, 1.0)
+        if getattr(self, "stage", None) == "mbpo":
+            if self.mbpo_reward_chosen <= self.mbpo_reward_rejected:
+                raise ValueError(
+                    f"`mbpo_reward_chosen` ({self.mbpo_reward_chosen}) must exceed `mbpo_reward_rejected` "
+                    f"({self.mbpo_reward_rejected}): offline pairs would push the policy away from y_w or carry no signal."
+                )
+            if getattr(self, "pref_ftx", 0.0) > 0:
+                raise ValueError("`pref_ftx` (an SFT term on y_w) is an upstream `dpo` option that stage 'mbpo' does not implement.")
+            if self.mbpo_generation_backend == "vllm":
+                from .train.mbpo_vllm import check_vllm
+
+                check_vllm()  # vLLM installed and a GPU present, before any model is loaded
+
+
+@dataclass
 class ViewEngineArguments:
     r"""How the view engine runs a step, for every DPO-family stage of groundpo (``docs/benchmarks.md``)."""
 
@@ -216,6 +289,7 @@ STAGE_ARGUMENTS: tuple[type, ...] = (
     MDPOArguments,
     MFPOArguments,
     ACPOArguments,
+    MBPOArguments,
     ViewEngineArguments,
 )
 
@@ -223,7 +297,7 @@ STAGE_ARGUMENTS: tuple[type, ...] = (
 @dataclass
 class GroundpoFinetuningArguments(
     FinetuningArguments, ViewEngineArguments, ModDPOArguments, OmniDPOArguments, MDPOArguments, MFPOArguments,
-    ACPOArguments,
+    ACPOArguments, MBPOArguments,
 ):
     r"""Upstream's ``FinetuningArguments`` plus the keys of every groundpo stage."""
 
@@ -259,6 +333,6 @@ class GroundpoFinetuningArguments(
                     )
             if self.use_mca:
                 raise ValueError(f"Stage {self.stage!r} does not support MCA (`USE_MCA`).")
-            self.use_ref_model = spec.uses_reference
+            self.use_ref_model = spec.uses_reference(self) if callable(spec.uses_reference) else spec.uses_reference
             if self.pissa_init and self.use_ref_model:
                 raise ValueError("Cannot use PiSSA for current training stage.")

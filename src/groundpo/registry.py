@@ -44,9 +44,11 @@ class StageSpec:
     arguments: tuple[type, ...] = ()  # dataclasses from groundpo.hparams: the stage's own YAML keys
     plan: Callable[[Any], Any] | None = None  # finetuning_args -> groundpo.views.StagePlan
     inputs: Callable[..., dict] | None = None  # (log-prob table, batch info, finetuning_args) -> loss kwargs
-    uses_reference: bool = True
+    uses_reference: bool | Callable[[Any], bool] = True  # or finetuning_args -> bool (MBPO: only when β_KL > 0)
     pairwise: bool = True  # takes ranking (chosen/rejected) datasets
+    prompt_data: bool = False  # also takes prompt datasets ("ranking": false): MBPO's online rows
     default_beta: float | None = None  # the paper's β, used when a config does not set `pref_beta`
+    reads_beta: bool = True  # its objective reads `pref_beta` (MBPO's does not: its KL weight is a key of its own)
 
     @property
     def keys(self) -> frozenset[str]:

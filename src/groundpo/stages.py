@@ -305,3 +305,26 @@ for _spec in (
     ),
 ):
     register_stage(_spec)
+
+
+# ---------------------------------------------------------------- MBPO (its own trainer: groundpo.train.mbpo)
+def mbpo_plan(args) -> StagePlan:
+    """The policy pass with gradient, and the reference pass of the KL term when β_KL > 0."""
+    passes = (POLICY_CLEAN, REFERENCE_CLEAN) if args.mbpo_beta_kl > 0 else (POLICY_CLEAN,)
+    return StagePlan(passes=passes, plot_keys=("loss", "mbpo/reward_online", "mbpo/kl"))
+
+
+register_stage(
+    StageSpec(
+        name="mbpo",
+        label=_label("MBPO"),
+        paper="MBPO (seed 003), Sec. 4 and Eq. 1-7 (reconstructed: docs/methods.md)",
+        workflow="groundpo.train.mbpo:run_mbpo",
+        objective="groundpo.losses.grpo:grpo_loss",
+        arguments=(hparams.MBPOArguments,),
+        plan=mbpo_plan,
+        uses_reference=lambda args: args.mbpo_beta_kl > 0,
+        prompt_data=True,
+        reads_beta=False,
+    )
+)

@@ -8,7 +8,8 @@ controls from ``StageSpec.controls`` (``groundpo.webui.controls``). What each pa
     tab's stage dropdown, ``Runner`` and ``change_stage`` read it) under its English label, after
     upstream's own stages, MoD-DPO first; adds pairwise stages to ``STAGES_USE_PAIR_DATA`` so the
     dataset list offers ranking datasets for them. Both tables are mutated in place: the webui
-    modules imported them by name. Upstream's entries are left as they are.
+    modules imported them by name. Upstream's entries are left as they are. Wraps
+    ``list_datasets``: a stage that also takes prompt datasets (MBPO's online rows) lists both kinds.
 ``llamafactory.webui.components.train`` (:func:`patch_train_tab`)
     Wraps ``create_train_tab``. Before upstream builds the tab, one accordion per stage is
     prepared (its components unrendered) and handed to upstream as part of the tab's input
@@ -114,6 +115,23 @@ def patch_control(control: ModuleType) -> None:
             "llamafactory.extras.constants; groundpo cannot add its stages to LlamaBoard."
         )
     sync_stages()
+
+    list_datasets = ours_in_control[3]
+    (load_dataset_info,) = require(control, "load_dataset_info")
+
+    def _list_datasets(dataset_dir: str | None = None, training_stage: str | None = None):
+        """A stage that also takes prompt datasets (MBPO) lists ranking and prompt datasets alike."""
+        from groundpo.registry import get_stage
+
+        stage = _our_stage(training_stage)
+        if stage is None or not get_stage(stage).prompt_data:
+            return list_datasets(dataset_dir, training_stage) if training_stage is not None else list_datasets(dataset_dir)
+        import gradio as gr
+
+        return gr.Dropdown(choices=list(load_dataset_info(dataset_dir if dataset_dir is not None else control.DEFAULT_DATA_DIR)))
+
+    _list_datasets.__wrapped__ = list_datasets
+    control.list_datasets = _list_datasets
 
 
 # ---------------------------------------------------------------- llamafactory.webui.components.train

@@ -10,7 +10,7 @@ stage's plan and objective.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from llamafactory.data import get_dataset, get_template_and_fix_tokenizer
 from llamafactory.extras.constants import IGNORE_INDEX
@@ -87,9 +87,7 @@ def build_trainer(
     plan = spec.plan(finetuning_args)
     _deepspeed_comm_ready(training_args)
 
-    tokenizer_module = load_tokenizer(model_args)
-    tokenizer = tokenizer_module["tokenizer"]
-    template = get_template_and_fix_tokenizer(tokenizer, data_args)
+    tokenizer_module, template = load_tokenizer_and_template(model_args, data_args)
     data_plan = DataPlan(
         spec.name, token_views=plan.token_views, row_checks=plan.row_checks, input_contrastive=plan.input_contrastive
     )
@@ -97,37 +95,46 @@ def build_trainer(
         dataset_module = get_dataset(template, model_args, data_args, training_args, stage="rm", **tokenizer_module)
     number_rows(dataset_module)
 
-    model = load_model(tokenizer, model_args, finetuning_args, training_args.do_train)
+    model, ref_model = load_policy_and_reference(tokenizer_module, model_args, training_args, finetuning_args)
     data_collator = ViewPairwiseDataCollator(
-        template=template,
-        model=model,
-        pad_to_multiple_of=8,
-        label_pad_token_id=IGNORE_INDEX if data_args.ignore_pad_token_for_loss else tokenizer.pad_token_id,
+        **collator_arguments(template, model, data_args, tokenizer_module),
         token_views=tuple(view.name for view in plan.token_views),
+    )
+    return ViewPreferenceTrainer(
+        **trainer_arguments(spec, plan, model, ref_model, data_collator, training_args, finetuning_args, callbacks),
+        **dataset_module,
         **tokenizer_module,
     )
 
-    if finetuning_args.use_ref_model:
-        if finetuning_args.ref_model is None and not training_args.do_train:
-            ref_model = model
-        else:
-            ref_model = create_ref_model(model_args, finetuning_args)  # None with LoRA: adapters off
-    else:
-        ref_model = None
 
-    return ViewPreferenceTrainer(
-        model=model,
-        ref_model=ref_model,
-        args=training_args,
-        finetuning_args=finetuning_args,
-        data_collator=data_collator,
-        callbacks=callbacks,
-        plan=plan,
-        objective=spec.load_objective(),
-        objective_inputs=spec.inputs,
-        metric_keys=spec.metric_keys,
-        **dataset_module,
-        **tokenizer_module,
+def load_tokenizer_and_template(model_args, data_args) -> tuple[dict, Any]:
+    """Upstream's tokenizer module (tokenizer, processor) and the template it fixes."""
+    tokenizer_module = load_tokenizer(model_args)
+    return tokenizer_module, get_template_and_fix_tokenizer(tokenizer_module["tokenizer"], data_args)
+
+
+def load_policy_and_reference(tokenizer_module: dict, model_args, training_args, finetuning_args) -> tuple[Any, Any]:
+    """The policy, and the reference as upstream's DPO workflow makes it (None: none needed, or LoRA's adapters off)."""
+    model = load_model(tokenizer_module["tokenizer"], model_args, finetuning_args, training_args.do_train)
+    if not finetuning_args.use_ref_model:
+        return model, None
+    if finetuning_args.ref_model is None and not training_args.do_train:
+        return model, model
+    return model, create_ref_model(model_args, finetuning_args)  # None with LoRA: adapters off
+
+
+def collator_arguments(template, model, data_args, tokenizer_module: dict) -> dict:
+    """The arguments of upstream's multimodal collator, as its DPO workflow gives them."""
+    pad = IGNORE_INDEX if data_args.ignore_pad_token_for_loss else tokenizer_module["tokenizer"].pad_token_id
+    return dict(template=template, model=model, pad_to_multiple_of=8, label_pad_token_id=pad, **tokenizer_module)
+
+
+def trainer_arguments(spec, plan, model, ref_model, data_collator, training_args, finetuning_args, callbacks) -> dict:
+    """What every trainer of the engine takes besides its data and tokenizer module."""
+    return dict(
+        model=model, ref_model=ref_model, args=training_args, finetuning_args=finetuning_args,
+        data_collator=data_collator, callbacks=callbacks, plan=plan, objective=spec.load_objective(),
+        objective_inputs=spec.inputs, metric_keys=spec.metric_keys,
     )
 
 
@@ -139,6 +146,11 @@ def run_preference(
     callbacks: Optional[list["TrainerCallback"]] = None,
 ):
     trainer = build_trainer(model_args, data_args, training_args, finetuning_args, callbacks)
+    train_and_evaluate(trainer, model_args, data_args, training_args, finetuning_args)
+
+
+def train_and_evaluate(trainer, model_args, data_args, training_args, finetuning_args) -> None:
+    """Upstream's DPO workflow after the trainer exists: train, save, plot, evaluate, model card."""
     plan = trainer.plan
 
     if training_args.do_train:

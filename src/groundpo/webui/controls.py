@@ -23,7 +23,8 @@ Rules:
   :data:`CONTROLS` to give a key proper labels and a range.
 - A dropdown without ``choices`` takes them from the field's ``Literal`` annotation
   (:func:`choices_of`), so choices are not written twice either.
-- A stage without keys (``base_dpo``) shows β only.
+- A stage without keys (``base_dpo``) shows β only; a stage whose objective reads no β
+  (``StageSpec.reads_beta``: MBPO) shows its own keys only.
 
 ``groundpo.integration.webui`` turns these definitions into Gradio components; it contains no
 per-stage or per-key code.
@@ -347,8 +348,9 @@ def choices_of(control: Control, spec=None) -> tuple[str, ...]:
 
 def controls_for(spec) -> tuple[Control, ...]:
     """The LlamaBoard controls of a stage: :data:`COMMON_KEYS`, then one per key of its dataclasses."""
-    result: list[Control] = [CONTROLS[key] for key in COMMON_KEYS]
-    seen = set(COMMON_KEYS)
+    common = COMMON_KEYS if getattr(spec, "reads_beta", True) else ()  # MBPO reads no β
+    result: list[Control] = [CONTROLS[key] for key in common]
+    seen = set(common)
     for cls in spec.arguments:
         for f in fields(cls):
             if f.name in seen:
