@@ -352,7 +352,7 @@ def test_every_pipeline_is_registered_with_its_stage_and_help(capsys):
     assert main(["list"]) == 0
     listing = capsys.readouterr().out
     stages = {name: get_pipeline(name).stage for name in PIPELINES}
-    assert stages == {"mod_dpo": "mod_dpo", "vtc": "jompo", "mfpo": "mfpo", "acpo": "acpo"}
+    assert stages == {"mod_dpo": "mod_dpo", "vtc": "jompo", "mfpo": "mfpo", "acpo": "acpo", "mbpo": "mbpo"}
     assert all(name in listing for name in PIPELINES)
     with pytest.raises(SystemExit):
         main(["vtc", "--help"])

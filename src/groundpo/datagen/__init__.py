@@ -30,6 +30,7 @@ PIPELINES: dict[str, str] = {
     "vtc": "groundpo.datagen.vtc:VTCPipeline",
     "mfpo": "groundpo.datagen.mfpo:MFPOPipeline",
     "acpo": "groundpo.datagen.acpo:ACPOPipeline",
+    "mbpo": "groundpo.datagen.mbpo:MBPOPipeline",
 }
 
 
