@@ -357,8 +357,9 @@ def test_llamafactory_reads_the_demo_datasets(tmp_path):
     assert mod.ranking is True and mod.formatting == "sharegpt" and mod.load_from == "file"
     assert (mod.messages, mod.videos, mod.audios) == ("conversations", "videos", "audios")
     data_args = DataArguments(dataset_dir=str(DATA))
-    for attr in attrs:
-        assert attr.ranking is True and attr.formatting == "sharegpt"
+    for name, attr in zip(names, attrs):
+        prompts = name in dd.PROMPT_DATASETS  # MBPO's online rows: a question and its reference answer
+        assert attr.ranking is (not prompts) and attr.formatting == "sharegpt"
         ds = datasets.load_dataset(
             "json", data_files=str(DATA / attr.dataset_name), split="train", cache_dir=str(tmp_path)
         )
@@ -366,7 +367,51 @@ def test_llamafactory_reads_the_demo_datasets(tmp_path):
         for example in (ds[0], ds[1]):
             out = converter(example)
             assert [m["role"] for m in out["_prompt"]] == ["user"]
-            assert len(out["_response"]) == 2
+            assert len(out["_response"]) == (1 if prompts else 2)
+            if prompts:
+                assert example["answer"] in ("yes", "no", "A", "B", "C", "D")
             for key in ("_images", "_videos", "_audios"):
                 for path in out[key] or []:
                     assert Path(path).is_file()
+
+
+# ------------------------------------------------------------------------------------------ MBPO
+def test_mbpo_rows_answer_what_their_media_show():
+    """Online rows: the gold answer is true of the image / clip (yes/no both ways, options hold the
+    answer); offline rows: the chosen answer describes the image, the rejected one the language prior."""
+    import re
+
+    from groundpo.rewards import gold_answer
+
+    specs = dd.jompo_specs(0)
+    answers = {"yes": 0, "no": 0, "choice": 0}
+    for i, row in enumerate(_rows("mbpo_online.json")):
+        s = specs[i]
+        assert row["images"] == [f"demo/media/jompo_{i:03d}_w.png"]
+        question = row["conversations"][0]["value"]
+        if "options" in row:
+            letter = gold_answer(row["answer"], row["options"])
+            text = dict(o.split(". ", 1) for o in row["options"])[letter]
+            assert text in (s.colour_w, s.shape_w) and text in question
+            answers["choice"] += 1
+        else:
+            asked = re.search(r"Is (?:the shape|there a) (\w+)\?", question).group(1)
+            assert (row["answer"] == "yes") == (asked in (s.colour_w, s.shape_w))
+            answers[row["answer"]] += 1
+    assert min(answers.values()) >= 4  # both yes and no answers, and multiple choice
+    clips = [s for s in dd.mod_dpo_specs(0) if s.modality == "audio"][:8]
+    for s, row in zip(clips, _rows("mbpo_omni_online.json")):
+        assert row["videos"] == [f"demo/media/{s.stem}.mp4"] and row["audios"] == [f"demo/media/{s.stem}.wav"]
+        question = row["conversations"][0]["value"]
+        if "options" in row:
+            assert dict(o.split(". ", 1) for o in row["options"])[row["answer"]] == dd.DIRECTION_PHRASES[s.direction]
+        elif "hear" in question:
+            assert (row["answer"] == "yes") == (dd.SOUND_PHRASES[s.sound] in question)
+        else:
+            assert (row["answer"] == "yes") == (f" {s.colour}?" in question)
+    for spec, row in zip(dd.mfpo_specs(0), _rows("mbpo_offline.json")):
+        chosen, rejected = row["chosen"]["value"], row["rejected"]["value"]
+        assert spec.shape in chosen and spec.colour in chosen and chosen != rejected
+        assert not (spec.shape in rejected and spec.colour in rejected)
+    source = _rows("mbpo_source.json")
+    assert len(source) == 8 and all((DATA / row["image"]).is_file() for row in source)

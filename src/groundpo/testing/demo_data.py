@@ -9,7 +9,14 @@ index, sorted JSON keys, bit-exact media writers from :mod:`groundpo.testing.med
 * ``mfpo_pref.json`` (MFPO): 16 image rows with the shape's ``region``, half with a pre-perturbed
   ``rejected_images`` file;
 * ``acpo_pref.json`` (ACPO): 16 video+audio rows, 8 ``output`` (audio attribution) and 8
-  ``input`` (audio sensitivity) pairs.
+  ``input`` (audio sensitivity) pairs;
+* ``mbpo_offline.json`` / ``mbpo_online.json`` (MBPO on images): 16 pairs whose rejected answer
+  ignores the image (the language prior an adversarial image triggers), and 16 closed-ended prompts
+  (yes/no and multiple choice) with their gold ``answer``; ``mbpo_omni_offline.json`` /
+  ``mbpo_omni_online.json``: the same on the MoD-DPO videos with their audio. They reuse the media
+  of the files above and add none;
+* ``mbpo_source.json``: 8 instruction rows (image, question, answer) for ``groundpo-data mbpo``,
+  which turns them into MBPO pairs (not a dataset of ``dataset_info.json``).
 
 The "natural" shape<->sound association (:data:`SOUND_OF_SHAPE`) is what makes the negatives hard:
 a MoD-DPO rejected answer is the answer one gets by trusting the OTHER modality, e.g. naming the
@@ -71,7 +78,13 @@ DATASET_FILES = {
     "demo_jompo": "jompo_pref.json",
     "demo_mfpo": "mfpo_pref.json",
     "demo_acpo": "acpo_pref.json",
+    "demo_mbpo_offline": "mbpo_offline.json",
+    "demo_mbpo_online": "mbpo_online.json",
+    "demo_mbpo_omni_offline": "mbpo_omni_offline.json",
+    "demo_mbpo_omni_online": "mbpo_omni_online.json",
 }
+# prompt datasets (``"ranking": false``): MBPO's online rows, a question and its gold answer
+PROMPT_DATASETS = ("demo_mbpo_online", "demo_mbpo_omni_online")
 
 VISUAL_QUESTIONS = {
     "colour": "What colour is the moving shape?",
@@ -452,6 +465,118 @@ def _write_acpo(out: Path, seed: int, prefix: str) -> list[dict]:
     return rows
 
 
+# ------------------------------------------------------------------------------------------ MBPO
+# The language prior of the rejected answers: what a model says when it does not look (MBPO's
+# adversarial negatives rely on the LLM backbone instead of the image).
+PRIOR_SHAPE, PRIOR_COLOUR = "circle", "red"
+OPTION_LETTERS = "ABCD"
+
+
+def _prior_answer(shape: str, colour: str) -> str:
+    """The answer of a model that ignores the image: the prior shape and colour, unless they are the truth."""
+    return _image_answer("shape", PRIOR_SHAPE if shape != PRIOR_SHAPE else "square", PRIOR_COLOUR if colour != PRIOR_COLOUR else "blue", "")
+
+
+def _prompt_row(tags: str, question: str, reference: str, answer: str, options: list[str] | None = None) -> dict:
+    """An online row: the question, a reference answer turn (upstream's sharegpt reader needs one), the gold answer."""
+    row = {
+        "conversations": [{"from": "human", "value": tags + question}, {"from": "gpt", "value": reference}],
+        "answer": answer,
+    }
+    if options is not None:
+        row["options"] = options
+    return row
+
+
+def _choice(question: str, values: list[str], truth: str) -> tuple[str, str, str, list[str]]:
+    """(question with its lettered options, reference answer, gold letter, options) of a multiple-choice row."""
+    options = [f"{letter}. {value}" for letter, value in zip(OPTION_LETTERS, values)]
+    letter = OPTION_LETTERS[values.index(truth)]
+    return f"{question} " + " ".join(options), f"{letter}. {truth}", letter, options
+
+
+def _write_mbpo_offline(out: Path, seed: int, prefix: str) -> list[dict]:
+    """16 image pairs (the MFPO images): the true description, and the prior's."""
+    rows = []
+    for s in mfpo_specs(seed):
+        row = _turns("<image>", IMAGE_QUESTIONS["shape"], _image_answer("shape", s.shape, s.colour, ""), _prior_answer(s.shape, s.colour))
+        row["images"] = [f"{prefix}/{s.stem}.png"]
+        rows.append(row)
+    return rows
+
+
+def _write_mbpo_online(out: Path, seed: int, prefix: str) -> list[dict]:
+    """16 closed-ended prompts on the JoMPO winning images: yes/no on colour and shape, and multiple choice."""
+    rng = random.Random(seed + 4)
+    colours = sorted(COLOURS)
+    rows = []
+    for i, s in enumerate(jompo_specs(seed)):
+        kind = ("yes_no_colour", "yes_no_shape", "choice_colour", "choice_shape")[i % 4]
+        if kind == "yes_no_colour":
+            asked = s.colour_w if i % 8 < 4 else _other(rng, colours, s.colour_w)
+            answer = "yes" if asked == s.colour_w else "no"
+            row = _prompt_row("<image>", f"Is the shape {asked}? Answer yes or no.", f"{answer.capitalize()}.", answer)
+        elif kind == "yes_no_shape":
+            asked = s.shape_w if i % 8 >= 4 else _other(rng, SHAPES, s.shape_w)
+            answer = "yes" if asked == s.shape_w else "no"
+            row = _prompt_row("<image>", f"Is there a {asked}? Answer yes or no.", f"{answer.capitalize()}.", answer)
+        elif kind == "choice_colour":
+            question, reference, letter, options = _choice("What colour is the shape?", colours, s.colour_w)
+            row = _prompt_row("<image>", question, reference, letter, options)
+        else:
+            question, reference, letter, options = _choice("What shape is in the image?", list(SHAPES), s.shape_w)
+            row = _prompt_row("<image>", question, reference, letter, options)
+        row["images"] = [f"{prefix}/jompo_{s.index:03d}_w.png"]
+        rows.append(row)
+    return rows
+
+
+def _write_mbpo_source(out: Path, seed: int, prefix: str) -> list[dict]:
+    """8 instruction rows on the JoMPO winning images, the input of ``groundpo-data mbpo``."""
+    return [
+        {"id": f"mbpo_src_{s.index:03d}", "image": f"{prefix}/jompo_{s.index:03d}_w.png",
+         "question": IMAGE_QUESTIONS["shape"], "answer": _image_answer("shape", s.shape_w, s.colour_w, "")}
+        for s in jompo_specs(seed)[:8]
+    ]
+
+
+def _av_media(s: ModSpec, prefix: str) -> dict:
+    return {"videos": [f"{prefix}/{s.stem}.mp4"], "audios": [f"{prefix}/{s.stem}.wav"]}
+
+
+def _write_mbpo_omni_offline(out: Path, seed: int, prefix: str) -> list[dict]:
+    """8 video+audio pairs (the first MoD-DPO visual rows): the true answer, and the prior's."""
+    rows = []
+    for s in [s for s in mod_dpo_specs(seed) if s.modality == "visual"][:8]:
+        row = _turns("<video><audio>", VISUAL_QUESTIONS["shape"], _image_answer("shape", s.shape, s.colour, ""), _prior_answer(s.shape, s.colour))
+        row.update(_av_media(s, prefix))
+        rows.append(row)
+    return rows
+
+
+def _write_mbpo_omni_online(out: Path, seed: int, prefix: str) -> list[dict]:
+    """8 closed-ended prompts on MoD-DPO clips: what is seen (yes/no), what is heard (yes/no), which way (choice)."""
+    rows = []
+    directions = list(DIRECTIONS)
+    for i, s in enumerate([s for s in mod_dpo_specs(seed) if s.modality == "audio"][:8]):
+        kind = ("seen", "heard", "direction", "heard")[i % 4]
+        if kind == "seen":
+            answer = "yes" if i % 8 < 4 else "no"
+            asked = s.colour if answer == "yes" else _other(random.Random(sub_seed(seed, s.stem)), sorted(COLOURS), s.colour)
+            row = _prompt_row("<video><audio>", f"Is the moving shape {asked}? Answer yes or no.", f"{answer.capitalize()}.", answer)
+        elif kind == "heard":
+            answer = "yes" if i % 8 >= 4 else "no"
+            asked = s.sound if answer == "yes" else SOUND_OF_SHAPE[s.shape] if SOUND_OF_SHAPE[s.shape] != s.sound else "silence"
+            row = _prompt_row("<video><audio>", f"Do you hear {SOUND_PHRASES[asked]}? Answer yes or no.", f"{answer.capitalize()}.", answer)
+        else:
+            phrases = [DIRECTION_PHRASES[d] for d in directions]
+            question, reference, letter, options = _choice("Which way does the shape move?", phrases, DIRECTION_PHRASES[s.direction])
+            row = _prompt_row("<video><audio>", question, reference, letter, options)
+        row.update(_av_media(s, prefix))
+        rows.append(row)
+    return rows
+
+
 # --------------------------------------------------------------------------------------- writing
 def dumps_rows(rows: list[dict]) -> str:
     """The canonical JSON text of a dataset file."""
@@ -473,6 +598,12 @@ def make_demo_dataset(out_dir="data/demo", seed: int = 0, media_prefix: str = ME
         "jompo_pref.json": _write_jompo,
         "mfpo_pref.json": _write_mfpo,
         "acpo_pref.json": _write_acpo,
+        # MBPO's files reuse the media written above
+        "mbpo_offline.json": _write_mbpo_offline,
+        "mbpo_online.json": _write_mbpo_online,
+        "mbpo_omni_offline.json": _write_mbpo_omni_offline,
+        "mbpo_omni_online.json": _write_mbpo_omni_online,
+        "mbpo_source.json": _write_mbpo_source,
     }
     for name, writer in writers.items():
         rows = writer(media, seed, media_prefix)
@@ -489,6 +620,8 @@ def _media_of(dataset_file: Path, prefix: str) -> list[str]:
     for row in json.loads(dataset_file.read_text(encoding="utf-8")):
         for key in ("images", "rejected_images", "videos", "audios", "rejected_audios"):
             names += [p[len(prefix) + 1 :] for p in row.get(key, [])]
+        if isinstance(row.get("image"), str):  # mbpo_source.json
+            names.append(row["image"][len(prefix) + 1 :])
     return names
 
 
@@ -505,18 +638,24 @@ def demo_dataset_info(folder: str = "demo") -> dict[str, dict]:
             "rejected_audios": "rejected_audios",
             "pair_type": "pair_type",
         },
+        "demo_mbpo_offline": {"images": "images"},
+        "demo_mbpo_online": {"images": "images", "answer": "answer", "options": "options"},
+        "demo_mbpo_omni_offline": {"videos": "videos", "audios": "audios"},
+        "demo_mbpo_omni_online": {"videos": "videos", "audios": "audios", "answer": "answer", "options": "options"},
     }
     tags = {"role_tag": "from", "content_tag": "value", "user_tag": "human", "assistant_tag": "gpt"}
-    return {
-        name: {
+    entries = {}
+    for name in DATASET_FILES:
+        ranking = name not in PROMPT_DATASETS
+        pair = common if ranking else {"messages": "conversations"}
+        entries[name] = {
             "file_name": f"{folder}/{DATASET_FILES[name]}",
             "formatting": "sharegpt",
-            "ranking": True,
-            "columns": {**common, **columns[name]},
+            "ranking": ranking,
+            "columns": {**pair, **columns[name]},
             "tags": dict(tags),
         }
-        for name in DATASET_FILES
-    }
+    return entries
 
 
 def register_demo_datasets(dataset_info_path, folder: str = "demo") -> Path:
