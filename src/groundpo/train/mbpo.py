@@ -28,9 +28,9 @@ trains here.
 Rank consistency (ZeRO-3 and FSDP deadlock when ranks run different forwards):
 
 - every rank runs exactly one policy forward with gradient and one reference forward per step;
-- ``generate`` runs on every rank when any rank has online rows (one small all-reduce decides); a
-  rank without online rows in a sharded run samples from a filler prompt (its first offline
-  prompt) and drops the result, since ``generate(synced_gpus=True)`` steps every rank together;
+- ``generate`` runs on every rank when any rank has online rows (one small all-reduce decides);
+  under ZeRO-3 and FSDP ``generate(synced_gpus=True)`` steps the ranks together, so a rank without
+  online rows samples a filler prompt (its first offline prompt) and drops the result;
 - the blank-media pass of the IIG metric runs on every rank when any rank has offline rows with
   media; a rank without such rows scores its first response and drops the result.
 
@@ -271,8 +271,9 @@ class MBPOTrainer(ViewPreferenceTrainer):
         )
 
     @property
-    def sharded(self) -> bool:
-        """Parameters live on several ranks (ZeRO-3, FSDP): every rank must call every forward."""
+    def synced_generation(self) -> bool:
+        """ZeRO-3 and FSDP keep the parameters sharded while generating: ``generate(synced_gpus=True)`` then
+        steps every rank together (each token's forward gathers the parameters), so every rank must call it."""
         from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
         return self.args.world_size > 1 and (is_deepspeed_zero3_enabled() or self.is_fsdp_enabled)
@@ -302,13 +303,19 @@ class MBPOTrainer(ViewPreferenceTrainer):
         )
 
     def sample(self, model, prompts: list[dict[str, Any]]) -> list[list[int]]:
-        """G responses per prompt (token ids up to and including the stop token), grouped by prompt."""
+        """G responses per prompt (token ids up to and including the stop token), grouped by prompt.
+
+        Called on every rank when any rank has online rows; under ZeRO-3 and FSDP a rank without prompts
+        passes a filler prompt and drops the result (``generate(synced_gpus=True)`` steps the ranks together)."""
+        if not prompts:
+            return []
         if self.vllm is not None:
             return self.vllm.sample(model, prompts)
         with self._generation_model(model) as unwrapped:
             return sample_responses(
                 unwrapped, prompts, tokenizer=self.processing_class, template=self.template,
-                processor=self.data_collator.processor, generation_config=self._generation_config(), synced_gpus=self.sharded,
+                processor=self.data_collator.processor, generation_config=self._generation_config(),
+                synced_gpus=self.synced_generation,
             )
 
     # ------------------------------------------------------------------ rollouts
@@ -341,10 +348,9 @@ class MBPOTrainer(ViewPreferenceTrainer):
             metrics["mbpo/reward_offline"] = rewards.t().reshape(-1)
 
         if self._any_rank(n_on > 0):
-            if not n_on and self.sharded:  # no prompt here: step through generate with the others, drop the result
-                self.sample(model, [batch["filler"]])
+            # every rank samples; under ZeRO-3/FSDP one without prompts samples a filler prompt and drops it
+            responses = self.sample(model, online if n_on else ([batch["filler"]] if self.synced_generation else []))
             if n_on:
-                responses = self.sample(model, online)
                 rows, rewards = [], []
                 for i, prompt in enumerate(online):
                     options = json.loads(prompt["options"]) if prompt.get("options") else None
