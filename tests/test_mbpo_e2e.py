@@ -10,7 +10,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, DATA_DIR, ROOT, assert_ok, run_cli, write_config
+from conftest import BIN, DATA_DIR, ROOT, assert_ok, free_port, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -84,9 +84,6 @@ def test_groundpo_data_mbpo_builds_pairs_from_demo_images_that_stage_mbpo_trains
     assert (run / "model.safetensors").exists()
 
 
-_PORT = iter(range(29860, 29900))
-
-
 @pytest.mark.parametrize("config", ["tiny_vl", "tiny_omni"])
 def test_tiny_configs_train_on_two_processes(config, tiny_vl, tiny_omni, tmp_path):
     model = tiny_vl if config == "tiny_vl" else tiny_omni
@@ -100,7 +97,7 @@ def test_tiny_configs_train_on_two_processes(config, tiny_vl, tiny_omni, tmp_pat
     import yaml
 
     path = write_config(tmp_path / "run.yaml", {**yaml.safe_load((ROOT / "examples" / "mbpo" / f"{config}.yaml").read_text()), **cfg})
-    proc = run_cli(["train", str(path)], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(next(_PORT))})
+    proc = run_cli(["train", str(path)], env={"FORCE_TORCHRUN": "1", "NPROC_PER_NODE": "2", "MASTER_PORT": str(free_port())})
     assert_ok(proc)
     text = proc.stdout + proc.stderr
     assert "world size: 2" in text and "Gradient checkpointing enabled." in text

@@ -15,6 +15,7 @@ import argparse
 import logging
 import sys
 
+from ..quiet import quiet_llamafactory
 from . import PIPELINES, get_pipeline
 from .errors import FatalBackendError, InputError, TransientError
 from .options import OptionError, parse_options
@@ -55,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
 
         pipeline_cls = get_pipeline(command)
         options = parse_options(pipeline_cls.options_class, rest, prog=f"groundpo-data {command}", description=pipeline_cls.__doc__ or "")
-        summary = run(pipeline_cls, options)
+        with quiet_llamafactory():
+            summary = run(pipeline_cls, options)
         return 0 if summary["complete"] else EXIT_INCOMPLETE
     except (OptionError, InputError, StoreError) as e:
         print(f"groundpo-data: error: {e}", file=sys.stderr)

@@ -30,7 +30,6 @@ model one at a time (``--concurrency`` only queues items).
 
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,7 +119,6 @@ class LocalPolicy:
         from .backends import resolve_device
 
         o = options
-        os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")  # no model config dumps between the progress bars
         if not Path(o.model_name_or_path).is_dir():
             raise InputError(f"--model_name_or_path: model folder {o.model_name_or_path!r} not found (the policy is loaded from a path)")
         args = {

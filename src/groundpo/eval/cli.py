@@ -19,10 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from ..quiet import quiet_llamafactory
 
 __all__ = ["OPTIONS", "build_config", "main"]
 
@@ -276,13 +277,8 @@ def main(argv: list[str] | None = None) -> int:
         log.addHandler(handler)
         log.setLevel(logging.INFO)
     # LLaMA-Factory and transformers log every config at INFO; keep the progress bar readable
-    verbosity = os.environ.get("LLAMAFACTORY_VERBOSITY")
-    os.environ.setdefault("LLAMAFACTORY_VERBOSITY", "WARN")
-    try:
+    with quiet_llamafactory():
         return _main(argv)
-    finally:
-        if verbosity is None:
-            os.environ.pop("LLAMAFACTORY_VERBOSITY", None)
 
 
 def _main(argv: list[str]) -> int:

@@ -107,10 +107,6 @@ class HybridDataset(Dataset):
             index -= size
         raise IndexError(index)
 
-    @property
-    def row_ids(self) -> list[int]:
-        return [i for _, part in self.parts if part is not None for i in part["row_id"]]
-
 
 def prompt_of(feature: dict[str, Any]) -> dict[str, Any]:
     """The prompt of an offline pair (its chosen ids before the first response token) with its media."""
@@ -231,6 +227,8 @@ class Rollout:
     advantages: torch.Tensor  # [N]
     groups: torch.Tensor  # [N] row of each response (Eq. 7)
     reference_logps: torch.Tensor | None  # [N, L−1]
+    blank_logps: torch.Tensor | None  # [2·n_offline] log π(y | x, m_blank) of the offline responses (IIG)
+    iig_rows: torch.Tensor | None  # [n_offline] bool: pairs with media, whose IIG is logged
     metrics: dict[str, torch.Tensor]
     row_ids: list[int]
     old_logps: torch.Tensor | None = None  # [N, L−1], set by the first update when μ > 1
@@ -383,8 +381,7 @@ class MBPOTrainer(ViewPreferenceTrainer):
             if mean in metrics:
                 metrics[std] = metrics[mean] ** 2  # E[r²]; the store turns it into the std at log time
         reference = self._reference_token_logps(model, inputs) if a.mbpo_beta_kl > 0 else None
-        if self.blank is not None:
-            metrics.update(self._iig(model, offline, info, parts[0], counts[0]))
+        blank, iig_rows = self._blank_logps(model, offline, info, parts[0], counts[0]) if self.blank else (None, None)
         row_ids = (info["row_id"].tolist() if info else []) + [int(p["row_id"]) for p in online]
         return Rollout(
             inputs=inputs,
@@ -392,30 +389,30 @@ class MBPOTrainer(ViewPreferenceTrainer):
             advantages=torch.cat(advantages).to(device),
             groups=torch.cat(groups).to(device),
             reference_logps=reference,
+            blank_logps=blank,
+            iig_rows=iig_rows,
             metrics=metrics,
             row_ids=row_ids,
         )
 
-    def _iig(self, model, offline: dict | None, info: dict | None, first: dict, first_counts: dict) -> dict[str, torch.Tensor]:
-        """IIG of the offline responses under the current policy: log π(y | x, m) − log π(y | x, m_blank) (Eq. 4)."""
+    def _blank_logps(self, model, offline, info, first: dict, first_counts: dict):
+        """log π(y | x, m_blank) of the offline responses (the second half of IIG, Eq. 4; the first half,
+        log π(y | x, m), comes from the step's policy forward) and which pairs have media."""
         n_off = len(info["rows"]) if info else 0
         has_media = [sum(info["counts"][k][r] for k in MEDIA) > 0 for r in range(n_off)] if n_off else []
         if not self._any_rank(any(has_media)):
-            return {}
+            return None, None
         try:
             with torch.no_grad():
                 if not any(has_media):  # every rank runs the pass together: score one response, drop it
                     token_logps(model, self.blank(take_rows(first, first_counts, 1)))
-                    return {}
-                clean = token_logps(model, offline)[0].sum(-1)
+                    return None, None
                 blank = token_logps(model, self.blank(offline))[0].sum(-1)
         except BlankMediaError as e:
             logger.warning_rank0_once(f"IIG is not logged: {e}")
             self.blank = None
-            return {}
-        iig = (clean - blank).float()
-        keep = torch.tensor(has_media, device=iig.device)
-        return {"mbpo/iig_chosen": iig[:n_off][keep], "mbpo/iig_rejected": iig[n_off:][keep]}
+            return None, None
+        return blank, torch.tensor(has_media, device=blank.device)
 
     def rollout_for_step(self, model, batch: dict, train_eval: str) -> tuple[Rollout, bool]:
         """(this micro-batch's rollout, whether it was made now). With μ > 1 a rollout made at the first of
@@ -455,6 +452,10 @@ class MBPOTrainer(ViewPreferenceTrainer):
         if n_off:
             sums = policy.detach().sum(-1)
             rows["logps/chosen"], rows["logps/rejected"] = sums[:n_off], sums[n_off : 2 * n_off]
+            if fresh and rollout.blank_logps is not None:  # IIG = log π(y | x, m) − log π(y | x, m_blank)
+                iig = (sums[: 2 * n_off] - rollout.blank_logps).float()
+                rows["mbpo/iig_chosen"] = iig[:n_off][rollout.iig_rows]
+                rows["mbpo/iig_rejected"] = iig[n_off:][rollout.iig_rows]
         self.metrics.add_all(train_eval, rows)
         prefix = "eval_" if train_eval == "eval" else ""
         return loss, {f"{prefix}{k}": v for k, v in self.metrics.batch_means(rows).items()}
