@@ -73,14 +73,16 @@ class TinyOmniSpec:
     image_max_pixels: int = 56 * 56
     audio_chunk_seconds: int = 10
     seed: int = 0
+    extra_corpus: str = ""  # more sentences for the tokenizer (a world's vocabulary: shorter sequences)
 
 
 def train_tokenizer(
     vocab_size: int,
     special_tokens: tuple[str, ...] = SPECIAL_TOKENS,
     processor_tokens: dict[str, str] = PROCESSOR_TOKEN_ATTRS,
+    extra_corpus: str = "",
 ):
-    """A byte-level BPE trained offline on the fixed corpus, with a ChatML chat template.
+    """A byte-level BPE trained offline on the fixed corpus (plus ``extra_corpus``), with a ChatML chat template.
 
     ``special_tokens`` come first (in id order); ``processor_tokens`` are the tokenizer attributes
     the model's processor reads (``image_token`` ...). Shared by every tiny builder.
@@ -97,7 +99,7 @@ def train_tokenizer(
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    lines = [line.strip() for line in _CORPUS.strip().splitlines() if line.strip()]
+    lines = [line.strip() for line in (_CORPUS + extra_corpus).strip().splitlines() if line.strip()]
     tok.train_from_iterator(lines, trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok,
@@ -133,7 +135,7 @@ def build_tiny_omni(out_dir: str | os.PathLike, spec: TinyOmniSpec = TinyOmniSpe
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_tokenizer(spec.vocab_size)
+    tokenizer = train_tokenizer(spec.vocab_size, extra_corpus=spec.extra_corpus)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     vocab_size = -(-len(tokenizer) // 8) * 8
 
