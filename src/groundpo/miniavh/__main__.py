@@ -25,6 +25,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--output_dir", help="run folder (default: saves/miniavh/<size>)")
     parser.add_argument("--seeds", help="comma-separated training seeds (default: the preset's)")
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
+    for name, kind, what in (("n_pref", int, "preference contexts"), ("n_test", int, "held-out clips"),
+                             ("pref_lr", float, "learning rate of every preference method"),
+                             ("pref_batch", int, "batch size of every preference method")):
+        parser.add_argument(f"--{name}", type=kind, help=f"{what} (default: the preset's)")
     parser.add_argument("--overwrite", action="store_true", help="delete the run folder and start over")
     parser.add_argument("--isolate", action="store_true",
                         help="run every training as its own `llamafactory-cli train` and every evaluation as its own "
@@ -40,7 +44,15 @@ def main(argv: list[str] | None = None) -> int:
     if methods and (unknown := [m for m in methods if m not in METHODS]):
         print(f"unknown method(s) {unknown}; choose from {list(METHODS)}", file=sys.stderr)
         return 2
-    size = size_with(name, seeds=seeds, methods=methods)
+    for key in ("n_pref", "n_test", "pref_batch"):
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            print(f"--{key} must be at least 1, got {getattr(args, key)}", file=sys.stderr)
+            return 2
+    if args.pref_lr is not None and not args.pref_lr > 0:
+        print(f"--pref_lr must be positive, got {args.pref_lr}", file=sys.stderr)
+        return 2
+    size = size_with(name, seeds=seeds, methods=methods, n_pref=args.n_pref, n_test=args.n_test, pref_lr=args.pref_lr,
+                     pref_batch=args.pref_batch)
     try:
         results = run(size, args.output_dir or f"saves/miniavh/{name}", overwrite=args.overwrite, isolate=args.isolate)
     except (RunConfigMismatch, RuntimeError) as e:

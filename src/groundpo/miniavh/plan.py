@@ -85,8 +85,8 @@ _MODEL = dict(
 SIZES: dict[str, Size] = {
     # sized for a shared 2-core CPU (docs/miniavh.md: the base SFT needs ~1000 steps of batch 8 before its
     # yes/no answers follow its perception; OmniDPO and MoD-DPO steps cost 2-3 DPO steps)
-    "default": Size("default", n_sft=400, questions_per_clip=4, n_pref=6, n_test=20, model=_MODEL, sft_epochs=5.0,
-                    sft_lr=1.0e-3, sft_batch=8, pref_lr=5.0e-4, pref_batch=4),
+    "default": Size("default", n_sft=400, questions_per_clip=4, n_pref=24, n_test=40, model=_MODEL, sft_epochs=5.0,
+                    sft_lr=1.0e-3, sft_batch=8, pref_lr=5.0e-5, pref_batch=4),
     # the test suite's: every stage, minutes of nothing (mechanics only; the numbers mean nothing)
     "quick": Size(
         "quick", n_sft=8, questions_per_clip=2, n_pref=2, n_test=2, sft_epochs=1.0, seeds=(0,), baseline_epochs=1.0,

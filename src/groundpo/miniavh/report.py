@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -24,6 +25,9 @@ SUMMARY_KEYS = (
     ("avg_acc", "Avg Acc"), ("matched_acc", "Matched"), ("mismatched_acc", "Mismatched"), ("gap", "Gap"),
     ("hard_advh", "ADVH hard no"), ("hard_vdah", "VDAH hard no"), ("avm_mismatched", "AVM mismatched"),
 )
+
+
+PERCEPTION_KEYS = (("well_formed", "Well-formed"), ("perceived", "Perceived (mism.)"), ("follows", "Yes/no follows"))
 
 
 def _pct(hits: list[bool]) -> float | None:
@@ -50,6 +54,7 @@ def run_scores(eval_dir: Path, clips: dict[str, dict]) -> dict:
             groups[f"hard_{rec['task'].lower()}"].append(rec["correct"])
         if side == "mismatched" and rec["task"] == "AVM":
             groups["avm_mismatched"].append(rec["correct"])
+    out.update(perception_scores(eval_dir, clips))
     out["matched_acc"] = _pct(groups["matched"])
     out["mismatched_acc"] = _pct(groups["mismatched"])
     out["gap"] = None if out["mismatched_acc"] is None else out["matched_acc"] - out["mismatched_acc"]
@@ -59,8 +64,34 @@ def run_scores(eval_dir: Path, clips: dict[str, dict]) -> dict:
     return out
 
 
+_STATED = re.compile(r"^The (\w+)\? I (see|hear) the (\w+), so (yes|no)\.$")
+
+
+def perception_scores(eval_dir: Path, clips: dict[str, dict]) -> dict[str, float | None]:
+    """What the answers to the presence questions (ADVH, VDAH) say, apart from their yes/no: the
+    share in the trained form "The x? I see/hear the y, so yes/no." (``well_formed``); among
+    those, on mismatched clips, the share whose y is what the clip shows / plays (``perceived``),
+    and on all clips the share whose yes/no follows from x == y (``follows``). A model can perceive
+    right and still answer from the other modality (then ``follows`` drops)."""
+    groups: dict[str, list[bool]] = defaultdict(list)
+    for line in (eval_dir / "predictions.jsonl").read_text(encoding="utf-8").splitlines():
+        rec = json.loads(line)
+        if rec["kind"] != "yesno" or rec["task"] not in ("ADVH", "VDAH") or "prediction" not in rec:
+            continue
+        clip = clips[rec["meta"]["video_id"]]
+        m = _STATED.match((rec["prediction"] or "").strip())
+        groups["well_formed"].append(m is not None)
+        if not m:
+            continue
+        subject, verb, stated, yes_no = m.groups()
+        if not clip["matched"]:
+            groups["perceived"].append(stated == (clip["visible"] if verb == "see" else clip["sound"]))
+        groups["follows"].append((subject == stated) == (yes_no == "yes"))
+    return {k: _pct(groups[k]) for k in ("well_formed", "perceived", "follows")}
+
+
 def _flat(scores: dict) -> dict[str, float | None]:
-    flat = {k: scores[k] for k, _ in SUMMARY_KEYS}
+    flat = {k: scores.get(k) for k, _ in SUMMARY_KEYS + PERCEPTION_KEYS}
     for task in TASKS:
         for key, _ in TABLE1_KEYS:
             flat[f"{task}.{key}"] = scores[task][key]
@@ -126,7 +157,10 @@ def collect(root: Path, size: Size) -> dict:
     walls["train (all runs)"] = sum(v["train_wall_s"] or 0 for v in per_run.values())
     walls["eval (all runs)"] = sum(v["eval_wall_s"] or 0 for v in per_run.values())
     world = {k: json.loads(marker(root, k).read_text(encoding="utf-8")) for k in ("world", "pref") if marker(root, k).exists()}
-    return {"size": size.fingerprint(), "base": base, "runs": per_run, "arms": arms, "wall_s": walls, "stages": world}
+    pref_file = root / "world" / "pref.json"
+    pref_rows = len(json.loads(pref_file.read_text(encoding="utf-8"))) if pref_file.exists() else None
+    return {"size": size.fingerprint(), "base": base, "runs": per_run, "arms": arms, "wall_s": walls, "stages": world,
+            "pref_rows": pref_rows}
 
 
 def _spread_rows(arm: dict, base: dict, size: Size, key: str) -> list[list[str]]:
@@ -152,8 +186,13 @@ def _spread_rows(arm: dict, base: dict, size: Size, key: str) -> list[list[str]]
 def summary_markdown(data: dict, size: Size) -> str:
     base = data["base"]
     out = [f"# MiniAVH results ({size.name}: seeds {', '.join(map(str, size.seeds))})", ""]
+    out += [f"Settings: {size.n_sft} base clips (p = {size.p:g}) x {size.questions_per_clip} SFT rows; {size.n_pref} preference "
+            f"contexts (mismatched {size.mismatch_ratio:g}){f', {pref_rows} rows' if (pref_rows := data.get('pref_rows')) else ''}; "
+            f"every preference method: batch {size.pref_batch}, lr {size.pref_lr:g}, β {size.pref_beta:g}; "
+            f"{size.n_test} held-out clips ({5 * size.n_test} yes/no questions).", ""]
     out += ["## Base model (SFT on the base distribution, p = %g)" % size.p, ""]
-    out.append(markdown_table(["Model", *[t for _, t in SUMMARY_KEYS]], [["base", *[_cell((base[k], 0.0), False) for k, _ in SUMMARY_KEYS]]]))
+    keys = SUMMARY_KEYS + PERCEPTION_KEYS
+    out.append(markdown_table(["Model", *[t for _, t in keys]], [["base", *[_cell((base[k], 0.0), False) for k, _ in keys]]]))
     out += ["", "Matched / Mismatched: accuracy over all yes/no questions on matched / mismatched held-out clips; "
             "Gap = Matched − Mismatched. Hard no: the mismatched clip's heard-but-unseen object (ADVH) and "
             "seen-but-silent object (VDAH), gold answer no.", ""]
@@ -164,6 +203,11 @@ def summary_markdown(data: dict, size: Size) -> str:
         rows = [["Base", *[_cell((base[k], 0.0), False) for k, _ in SUMMARY_KEYS]]]
         rows += [[METHODS[m].label, *[_cell(table[m]["stats"][k]) for k, _ in SUMMARY_KEYS]] for m in size.methods]
         out += [markdown_table(["Method", *[t for _, t in SUMMARY_KEYS]], rows), ""]
+        rows = [["Base", *[_cell((base[k], 0.0), False) for k, _ in PERCEPTION_KEYS]]]
+        rows += [[METHODS[m].label, *[_cell(table[m]["stats"][k]) for k, _ in PERCEPTION_KEYS]] for m in size.methods]
+        out += ["Perception and decision on the presence questions (ADVH, VDAH): answers in the trained form; among them, "
+                "on mismatched clips, the stated object right; on all clips, the yes/no consistent with the stated object:", "",
+                markdown_table(["Method", *[t for _, t in PERCEPTION_KEYS]], rows), ""]
         header = ["Method"] + [f"{task} {short}" for task in TASKS for _, short in TABLE1_KEYS]
         rows = [["Base", *[_cell((base[f"{t}.{k}"], 0.0), False) for t in TASKS for k, _ in TABLE1_KEYS]]]
         rows += [[METHODS[m].label, *[_cell(table[m]["stats"][f"{t}.{k}"]) for t in TASKS for k, _ in TABLE1_KEYS]] for m in size.methods]
