@@ -30,6 +30,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                              ("pref_batch", int, "batch size of every preference method")):
         parser.add_argument(f"--{name}", type=kind, help=f"{what} (default: the preset's)")
     parser.add_argument("--overwrite", action="store_true", help="delete the run folder and start over")
+    parser.add_argument("--report_only", action="store_true",
+                        help="write the tables and plot from the runs finished so far (a partial report), run nothing")
     parser.add_argument("--isolate", action="store_true",
                         help="run every training as its own `llamafactory-cli train` and every evaluation as its own "
                              "`groundpo-eval` process (slower: imports once per job)")
@@ -53,8 +55,21 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     size = size_with(name, seeds=seeds, methods=methods, n_pref=args.n_pref, n_test=args.n_test, pref_lr=args.pref_lr,
                      pref_batch=args.pref_batch)
+    output_dir = args.output_dir or f"saves/miniavh/{name}"
+    if args.report_only:
+        from pathlib import Path
+
+        from .pipeline import report_only
+
+        try:
+            results = report_only(size, Path(output_dir))
+        except (RunConfigMismatch, FileNotFoundError) as e:
+            print(f"miniavh: {e}", file=sys.stderr)
+            return 1
+        print(f"results: {results / 'summary.md'}\nplot:    {results / 'plot.png'}", flush=True)
+        return 0
     try:
-        results = run(size, args.output_dir or f"saves/miniavh/{name}", overwrite=args.overwrite, isolate=args.isolate)
+        results = run(size, output_dir, overwrite=args.overwrite, isolate=args.isolate)
     except (RunConfigMismatch, RuntimeError) as e:
         print(f"miniavh: {e}", file=sys.stderr)
         return 1

@@ -213,3 +213,16 @@ def run(size: Size, output_dir: str | os.PathLike, *, overwrite: bool = False, i
     results = write_report(root, size)
     progress.finished(f"report: {results / 'summary.md'}", time.time() - start)
     return results
+
+
+def report_only(size: Size, output_dir: Path) -> Path:
+    """Tables and plot from the evaluations finished so far in ``output_dir`` (a run of ``size``)."""
+    from .report import write_report
+
+    root = Path(output_dir).resolve()
+    path = root / RUN_CONFIG
+    if not path.exists() or not marker(root, "eval-base").exists():
+        raise FileNotFoundError(f"{root} holds no run with an evaluated base model yet")
+    if json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(size.fingerprint())):
+        raise RunConfigMismatch(f"{root} holds a run with other settings; give the same options as when it was started")
+    return write_report(root, size)

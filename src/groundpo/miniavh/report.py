@@ -136,6 +136,8 @@ def collect(root: Path, size: Size) -> dict:
     base = _flat(run_scores(root / "evals" / "base", clips))
     per_run = {}
     for run in runs(size):
+        if not marker(root, f"eval-{run.name}").exists():
+            continue  # not finished (yet): a partial report covers the finished runs only
         scores = _flat(run_scores(root / "evals" / run.name, clips))
         per_run[run.name] = {
             "method": run.method, "epochs": run.epochs, "seed": run.seed, "scores": scores,
@@ -146,11 +148,10 @@ def collect(root: Path, size: Size) -> dict:
     for arm in ARMS:
         arms[arm] = {}
         for method in size.methods:
-            names = [r.name for r in arm_runs(size, arm, method)]
-            keys = per_run[names[0]]["scores"].keys()
+            names = [r.name for r in arm_runs(size, arm, method) if r.name in per_run]
             arms[arm][method] = {
                 "epochs": size.epochs(arm, method), "runs": names,
-                "stats": {k: mean_sd([per_run[n]["scores"][k] for n in names]) for k in keys},
+                "stats": {k: mean_sd([per_run[n]["scores"][k] for n in names]) for k in base},
             }
     stages = ("world", "pref", "model", "sft", "eval-base")
     walls = {s: _wall(root, s) for s in stages}
@@ -179,7 +180,9 @@ def _spread_rows(arm: dict, base: dict, size: Size, key: str) -> list[list[str]]
         if ma is None or mb is None:
             continue
         delta = ma - mb
-        rows.append([f"{METHODS[a].label} − {label_b}", f"{delta:+.1f}", f"{sa + sb:.1f}", "yes" if abs(delta) > sa + sb else "no"])
+        few = len(arm[a]["runs"]) < 2 or (b != "base" and len(arm[b]["runs"]) < 2)
+        verdict = "– (1 seed)" if few else "yes" if abs(delta) > sa + sb else "no"
+        rows.append([f"{METHODS[a].label} − {label_b}", f"{delta:+.1f}", f"{sa + sb:.1f}", verdict])
     return rows
 
 
@@ -199,7 +202,11 @@ def summary_markdown(data: dict, size: Size) -> str:
     for arm, title in ARMS.items():
         table = data["arms"][arm]
         epochs = ", ".join(f"{METHODS[m].label} {table[m]['epochs']:g}" for m in size.methods)
-        out += [f"## {title[0].upper() + title[1:]}", "", f"Epochs: {epochs}. Mean ± sd over {len(size.seeds)} seed(s).", ""]
+        counts = {m: len(table[m]["runs"]) for m in size.methods}
+        over = f"{len(size.seeds)} seed(s)"
+        if set(counts.values()) != {len(size.seeds)}:
+            over += " where finished (PARTIAL: " + ", ".join(f"{METHODS[m].label} {n}" for m, n in counts.items()) + " seed(s))"
+        out += [f"## {title[0].upper() + title[1:]}", "", f"Epochs: {epochs}. Mean ± sd over {over}.", ""]
         rows = [["Base", *[_cell((base[k], 0.0), False) for k, _ in SUMMARY_KEYS]]]
         rows += [[METHODS[m].label, *[_cell(table[m]["stats"][k]) for k, _ in SUMMARY_KEYS]] for m in size.methods]
         out += [markdown_table(["Method", *[t for _, t in SUMMARY_KEYS]], rows), ""]
@@ -251,7 +258,9 @@ def plot(data: dict, size: Size, path: Path) -> Path:
         ax.bar([x - 0.4 + width / 2 for x in xs], [data["base"][k] for k, _ in metrics], width, label="base", color="0.7")
         for i, method in enumerate(size.methods, 1):
             stats = [table[method]["stats"][k] for k, _ in metrics]
-            ax.bar([x - 0.4 + width / 2 + i * width for x in xs], [m for m, _ in stats], width, yerr=[s for _, s in stats],
+            nan = float("nan")
+            ax.bar([x - 0.4 + width / 2 + i * width for x in xs], [nan if m is None else m for m, _ in stats], width,
+                   yerr=[0.0 if s is None else s for _, s in stats],
                    capsize=2, label=f"{METHODS[method].label} ({table[method]['epochs']:g} ep)")
         ax.set_xticks(list(xs), [t for _, t in metrics], fontsize=8)
         ax.set_title(title, fontsize=10)
