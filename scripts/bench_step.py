@@ -14,8 +14,13 @@ and peak memory, and their ratios against upstream ``dpo``. Two presets:
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_step.py [--preset compute] [--steps 8] [--check] [--out f.json]
     HF_HUB_OFFLINE=1 .venv/bin/python scripts/bench_step.py --preset compute --sweep frames --plot sweep.png
 
-``--sweep frames`` runs ``dpo`` and ``mod_dpo++`` at 4 to 64 frames and draws step time and peak
-memory against the number of frames.
+``--sweep frames`` runs ``dpo`` and ``mod_dpo++`` at 4 to 64 frames (``--frames 4,16,64`` picks the
+points) and draws step time and peak memory against the number of frames.
+
+Where the time goes: every forward of the vision and audio towers and of the LLM (policy and
+reference, with and without gradient) is timed through their classes' ``forward``, the optimizer
+step through the trainer's callbacks, and the time from the end of a step to the next step's first
+forward (loading, collating, building views); the rest of the step is the backward and the loss.
 
 Peak memory: on CUDA, ``torch.cuda.max_memory_allocated`` during training (bf16); on CPU, the peak of
 the bytes glibc's allocator has handed out (``mallinfo2``: heap in use + mmapped chunks), sampled
@@ -185,24 +190,76 @@ def worker(config_path: str, result_path: str) -> None:
             self.base_bytes = 0
             self.peak_bytes = 0
             self._stop = threading.Event()
+            self.parts: list[dict[str, float]] = [{}]  # seconds per part, one dict per step (the last is open)
+            self._mark: float | None = None  # end of the last step, until the next step's first forward
 
         def _sample(self):
             while not self._stop.is_set():
                 self.peak_bytes = max(self.peak_bytes, allocated())
                 time.sleep(0.001)
 
+        def _add(self, part: str, seconds: float) -> None:
+            self.parts[-1][part] = self.parts[-1].get(part, 0.0) + seconds
+
+        def _instrument(self, model) -> None:
+            """Time every forward of the towers and the LLM, the policy's and the reference's (their
+            classes' ``forward`` is wrapped: the reference model is not handed to callbacks, and a
+            tower output that the engine reuses costs nothing), and the time from the end of a step to
+            its successor's first forward (loading, collating, building views)."""
+            import functools
+
+            from groundpo.train.encodings import find_towers
+
+            parts = {type(tower): f"{name} forward" for name, tower in find_towers(model).items()}
+            decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
+            if decoder is not None:
+                parts[type(decoder)] = "LLM forward"
+
+            def timed(forward, part):
+                @functools.wraps(forward)
+                def wrapper(*args, **kwargs):
+                    start = time.perf_counter()
+                    if self._mark is not None:  # the step's first forward: loading, collation and views are done
+                        self._add("data + views (before the first forward)", start - self._mark)
+                        self._mark = None
+                    try:
+                        return forward(*args, **kwargs)
+                    finally:
+                        if cuda:
+                            torch.cuda.synchronize()
+                        name = part if part != "LLM forward" else f"LLM forward ({'grad' if torch.is_grad_enabled() else 'no grad'})"
+                        self._add(name, time.perf_counter() - start)
+
+                return wrapper
+
+            for kind, part in parts.items():
+                kind.forward = timed(kind.forward, part)
+
+        def on_pre_optimizer_step(self, args, state, control, **kwargs):
+            self._optimizer_started = time.perf_counter()
+
+        def on_optimizer_step(self, args, state, control, **kwargs):
+            self._add("optimizer", time.perf_counter() - self._optimizer_started)
+
         def on_train_begin(self, args, state, control, **kwargs):
+            try:
+                self._instrument(kwargs["model"])
+            except Exception as e:  # the breakdown is a bonus: never let it stop the timing
+                print(f"[bench] no time breakdown: {e}", file=sys.stderr)
             if cuda:
                 torch.cuda.synchronize()
                 torch.cuda.reset_peak_memory_stats()
             self.base_bytes = self.peak_bytes = allocated()
             threading.Thread(target=self._sample, daemon=True).start()
             self.ends.append(time.perf_counter())
+            self._mark = self.ends[-1]
 
         def on_step_end(self, args, state, control, **kwargs):
             if cuda:
                 torch.cuda.synchronize()
             self.ends.append(time.perf_counter())
+            self.parts.append({})
+            self._mark = self.ends[-1]
 
         def on_train_end(self, args, state, control, **kwargs):
             self._stop.set()
@@ -211,7 +268,8 @@ def worker(config_path: str, result_path: str) -> None:
     run_exp(config, callbacks=[stats])
     durations = [b - a for a, b in zip(stats.ends, stats.ends[1:])]
     peak = torch.cuda.max_memory_allocated() if cuda else stats.peak_bytes - stats.base_bytes
-    Path(result_path).write_text(json.dumps({"durations": durations, "peak_bytes": peak, "cuda": cuda}))
+    parts = stats.parts[: len(durations)]  # parts[i] happened during durations[i] (collation of step i included)
+    Path(result_path).write_text(json.dumps({"durations": durations, "parts": parts, "peak_bytes": peak, "cuda": cuda}))
 
 
 def run_variant(name: str, config: dict, folder: Path) -> dict:
@@ -229,7 +287,14 @@ def run_variant(name: str, config: dict, folder: Path) -> dict:
 def measure(name: str, config: dict, folder: Path, warmup: int) -> dict:
     raw = run_variant(name, config, folder)
     steps = raw["durations"][warmup:]
-    return {"median_step_s": statistics.median(steps), "peak_mb": raw["peak_bytes"] / 2**20, "steps_timed": len(steps)}
+    timed = raw.get("parts", [])[warmup:]
+    # mean seconds per step of each part; the rest of the step (backward, loss, views, bookkeeping) is what remains
+    names = sorted({k for p in timed for k in p})
+    parts = {k: statistics.mean(p.get(k, 0.0) for p in timed) for k in names} if timed else {}
+    if parts:
+        parts["backward + rest"] = statistics.mean(steps) - sum(parts.values())
+    return {"median_step_s": statistics.median(steps), "peak_mb": raw["peak_bytes"] / 2**20, "steps_timed": len(steps),
+            "parts_s": parts}
 
 
 def with_ratios(results: dict) -> dict:
@@ -245,6 +310,12 @@ def print_table(results: dict, device: str) -> None:
     print(f"{'variant':<11} {'median step (s)':>16} {'peak memory (MB)':>17} {'time / dpo':>11} {'memory / dpo':>13}")
     for name, r in results.items():
         print(f"{name:<11} {r['median_step_s']:>16.4f} {r['peak_mb']:>17.1f} {r['time_ratio']:>11.2f} {r['memory_ratio']:>13.2f}")
+    parts = sorted({k for r in results.values() for k in r.get("parts_s", {})}, key=lambda k: (k == "backward + rest", k))
+    if parts:
+        print("\nwhere a step's time goes (mean seconds per step):")
+        print(f"{'part':<24} " + " ".join(f"{name:>11}" for name in results))
+        for part in parts:
+            print(f"{part:<24} " + " ".join(f"{r.get('parts_s', {}).get(part, 0.0):>11.2f}" for r in results.values()))
 
 
 def check_budgets(results: dict, preset: str) -> bool:
@@ -288,6 +359,8 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=None, help="steps left out of the median (default 4 tiny, 2 compute)")
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--sweep", choices=["frames"], help="step time and peak memory against the number of frames")
+    parser.add_argument("--frames", default=",".join(map(str, SWEEP_FRAMES)),
+                        help=f"with --sweep: comma-separated frame counts (default: {','.join(map(str, SWEEP_FRAMES))})")
     parser.add_argument("--plot", help="with --sweep: draw the curves to this PNG")
     parser.add_argument("--out", help="also write the results as JSON to this file")
     parser.add_argument("--check", action="store_true", help="exit 1 if a ratio exceeds its budget")
@@ -312,14 +385,15 @@ def main() -> None:
         model = build_tiny_omni(folder / "model", TinyOmniSpec(**preset.spec))
         if args.sweep:
             sweep: dict[str, list] = {v: [] for v in SWEEP_VARIANTS}
-            for frames in SWEEP_FRAMES:
+            frame_counts = [int(f) for f in args.frames.split(",")]
+            for frames in frame_counts:
                 data = make_bench_data(folder / f"data{frames}", preset, frames=frames)
                 for name in SWEEP_VARIANTS:
                     print(f"{frames} frames: {name} ({steps} steps) ...", flush=True)
                     config = bench_config(model, data, folder / f"{name}{frames}", steps, cuda, preset, frames, **VARIANTS[name])
                     sweep[name].append({"frames": frames, **measure(f"{name}{frames}", config, folder, warmup)})
             print(f"\ndevice: {device}\n{'frames':>6} " + " ".join(f"{v + ' s':>12} {v + ' MB':>12}" for v in sweep))
-            for i, frames in enumerate(SWEEP_FRAMES):
+            for i, frames in enumerate(frame_counts):
                 print(f"{frames:>6} " + " ".join(f"{sweep[v][i]['median_step_s']:>12.3f} {sweep[v][i]['peak_mb']:>12.1f}" for v in sweep))
             if args.plot:
                 plot_sweep(sweep, Path(args.plot), device)
