@@ -85,7 +85,7 @@ EXTRAS = {
     "deepspeed": ["deepspeed>=0.10.0,<=0.18.4"],
     # wheel + setuptools: tests/test_install.py builds a wheel offline (no build isolation)
     # deepspeed: the CPU harness runs the paper configs' ZeRO-3 on DeepSpeed's CPU accelerator
-    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0", "wheel", "setuptools>=70,<82", "deepspeed==0.18.4"],
+    "dev": ["pytest>=8", "pytest-timeout", "playwright==1.56.0", "wheel", "setuptools>=70,<82", "deepspeed==0.18.4", "pytest-xdist==3.8.0"],
 }
 
 setup(

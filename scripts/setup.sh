@@ -35,4 +35,4 @@ if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ] || ! .venv/bin/python -c "import
 else
   echo "[setup] .venv is up to date"
 fi
-echo "[setup] done. Run the tests with: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q"
+echo "[setup] done. Run the tests with: HF_HUB_OFFLINE=1 .venv/bin/python -m pytest -q -n 2"
