@@ -96,6 +96,15 @@ def _first(entry: dict[str, Any], names: tuple[str, ...]) -> Any:
     return None
 
 
+def read_source(path: str, media_dir: str | None, option: str = "--source") -> tuple[Path, list[tuple[str, dict[str, Any]]]]:
+    """The folder a source file's media paths are relative to (``media_dir``, else the file's folder)
+    and the file's entries (``read_entries``)."""
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{option}: file {path!r} not found")
+    return (Path(media_dir) if media_dir else file.parent), read_entries(file)
+
+
 def read_entries(path: Path) -> list[tuple[str, dict[str, Any]]]:
     """``(where, entry)`` of a JSON list or mapping, a JSONL file (``.jsonl``, or JSON that is not one
     document) or a CSV with a header; ``where`` is the file and line/entry for error messages."""

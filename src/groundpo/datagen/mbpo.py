@@ -59,14 +59,11 @@ def _paths(raw: dict[str, Any], kind: str) -> list[str]:
 
 def read_instruction_rows(path: str, media_dir: str | None) -> list[dict[str, Any]]:
     """Rows ``{id, messages, response, images, videos, audios}`` of a sharegpt / alpaca / flat instruction file."""
-    from .annotate import read_entries
+    from .annotate import read_source
 
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"--source: file {path!r} not found")
-    base = Path(media_dir) if media_dir else file.parent
+    base, entries = read_source(path, media_dir)
     rows = []
-    for n, (where, raw) in enumerate(read_entries(file)):
+    for n, (where, raw) in enumerate(entries):
         if isinstance(raw.get("conversations", raw.get("messages")), list):
             turns = []
             for m in raw.get("conversations", raw.get("messages")):

@@ -226,14 +226,11 @@ def _text(value: Any) -> str | None:
 
 def read_preference_rows(path: str, media_dir: str | None) -> list[dict[str, Any]]:
     """Rows ``{id, messages, chosen, rejected, image}`` of a sharegpt / alpaca / flat preference file."""
-    from .annotate import read_entries
+    from .annotate import read_source
 
-    file = Path(path)
-    if not file.is_file():
-        raise InputError(f"--source: file {path!r} not found")
-    base = Path(media_dir) if media_dir else file.parent
+    base, entries = read_source(path, media_dir)
     rows = []
-    for n, (where, raw) in enumerate(read_entries(file)):
+    for n, (where, raw) in enumerate(entries):
         chosen, rejected = _text(raw.get("chosen")), _text(raw.get("rejected"))
         for name, value in (("chosen", chosen), ("rejected", rejected)):
             if value is None:
