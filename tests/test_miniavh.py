@@ -207,6 +207,10 @@ def test_quick_mode_runs_every_stage_writes_the_tables_and_resumes(tmp_path):
     assert "preference data (MoD-DPO recipe): done in" in again.stdout
     assert (out / "state" / "done" / "pref.json").exists() and weights.stat().st_mtime_ns == stamp
 
+    # the tables can be rewritten from the finished runs alone, without training anything
+    report = _run(out, "--report_only")
+    assert report.returncode == 0 and "summary.md" in report.stdout, report.stderr[-2000:]
+
     # other settings in the same folder are refused
     refused = _run(out, "--seeds", "5")
     assert refused.returncode == 1 and "other settings" in refused.stderr
@@ -267,6 +271,7 @@ def test_tables_report_mean_and_sample_sd_over_seeds(tmp_path):
         a = advh[run.seed] + (0 if run.method == "dpo" else 20)
         _fake_eval(tmp_path / "evals" / run.name, clips, {"ADVH": a, "VDAH": 40.0, "AVM": 50.0}, correct=run.seed == 0)
         write_marker(tmp_path, f"train-{run.name}", 10.0 + run.seed)
+        write_marker(tmp_path, f"eval-{run.name}", 1.0)
     data = collect(tmp_path, size)
     dpo = data["arms"]["paper"]["dpo"]["stats"]
     assert dpo["ADVH.accuracy"] == pytest.approx((65.0, 50**0.5))  # sample sd of 60 and 70
@@ -278,3 +283,13 @@ def test_tables_report_mean_and_sample_sd_over_seeds(tmp_path):
     assert "| 65.0 ± 7.1 |" in md and "| 85.0 ± 7.1 |" in md  # DPO and the others, ADVH Acc in the Table-1 layout
     # OmniDPO − DPO in Avg Acc: +20 on one task of three; spread sd + sd = 2 * 2.36, exceeded
     assert re.search(r"\| OmniDPO − DPO +\| +\+6\.7 \| +4\.7 \| +yes \|", md)
+    assert "PARTIAL" not in md
+
+    # a partial report (seed 1 of DPO not evaluated yet) covers the finished runs and says so
+    (tmp_path / "state" / "done" / "eval-dpo-ep1-seed1.json").unlink()
+    partial = collect(tmp_path, size)
+    assert partial["arms"]["paper"]["dpo"]["stats"]["ADVH.accuracy"] == (60.0, 0.0)
+    assert partial["arms"]["paper"]["omni_dpo"]["stats"]["ADVH.accuracy"] == pytest.approx((85.0, 50**0.5))
+    md = summary_markdown(partial, size)
+    assert "PARTIAL: DPO 1, OmniDPO 2, MoD-DPO 2, MoD-DPO++ 2 seed(s)" in md
+    assert re.search(r"\| OmniDPO − DPO +\| +\+[0-9.]+ \| +[0-9.]+ \| +– \(1 seed\) \|", md)

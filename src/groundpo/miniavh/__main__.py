@@ -21,7 +21,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m groundpo.miniavh", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", choices=sorted(SIZES), default="default", help="the preset (default: default)")
-    parser.add_argument("--quick", action="store_true", help="same as --size quick: mechanics only, about a minute")
+    parser.add_argument("--quick", action="store_true", help="same as --size quick: mechanics only, one to two minutes")
     parser.add_argument("--output_dir", help="run folder (default: saves/miniavh/<size>)")
     parser.add_argument("--seeds", help="comma-separated training seeds (default: the preset's)")
     parser.add_argument("--methods", help=f"comma-separated subset of {','.join(METHODS)} (default: all)")
