@@ -14,6 +14,10 @@ import yaml
 for _key in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
     os.environ[_key] = "1"
 os.environ.setdefault("WANDB_DISABLED", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # parallel workers (pytest -n 2): one compute thread per process, so two workers and the runs they
+    # start do not oversubscribe the cores (OpenMP threads spin while they wait for a core)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
