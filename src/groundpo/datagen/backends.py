@@ -26,6 +26,7 @@ import random
 import re
 import threading
 import time
+from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -367,6 +368,10 @@ class LocalModel:
         self.batch_size = batch_size
         self._lock = threading.Lock()
 
+
+class Embedder(LocalModel, ABC):
+    """A local model that maps inputs to L2-normalised vectors; a subclass says how (``_features``)."""
+
     @serialised
     def embed(self, inputs: list[Any]) -> Any:
         """L2-normalised embeddings of ``inputs``, ``batch_size`` at a time."""
@@ -379,11 +384,12 @@ class LocalModel:
                 out.append(_normalised(self._features(inputs[start : start + self.batch_size])))
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
+    @abstractmethod
     def _features(self, batch: list[Any]) -> Any:
-        raise NotImplementedError
+        """Unnormalised feature vectors [len(batch), D] of one batch (a tensor)."""
 
 
-class ImageEmbedder(LocalModel):
+class ImageEmbedder(Embedder):
     """Image embeddings: CLIP/SigLIP image features, else the pooled output (DINOv2)."""
 
     processor_class = "AutoImageProcessor"
@@ -396,7 +402,7 @@ class ImageEmbedder(LocalModel):
         return _features(self.model(**inputs))
 
 
-class TextEmbedder(LocalModel):
+class TextEmbedder(Embedder):
     """Text embeddings: CLIP/SigLIP text features, else mean-pooled hidden states (sentence encoders)."""
 
     processor_class = "AutoTokenizer"

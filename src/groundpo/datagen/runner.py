@@ -30,6 +30,7 @@ import random
 import re
 import shutil
 import zlib
+from abc import ABC, abstractmethod
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -144,7 +145,7 @@ class Context:
         return random.Random(self.seed_of(*parts))
 
 
-class Pipeline:
+class Pipeline(ABC):
     """Base class of a pipeline; subclasses set the class attributes and implement :meth:`items`, :meth:`process`."""
 
     name: ClassVar[str]
@@ -157,8 +158,9 @@ class Pipeline:
         self.options = options
         self.ctx = ctx
 
+    @abstractmethod
     def items(self) -> list[Item]:
-        raise NotImplementedError
+        """Every item of the build, with stable ids, in order."""
 
     def roles(self) -> list[str]:
         """The endpoints (text, vision, audio) this run will call; checked before the first item starts."""
@@ -167,8 +169,9 @@ class Pipeline:
     def setup(self) -> None:
         """Load models once, before the first item is processed (skipped when nothing is left to do)."""
 
+    @abstractmethod
     def process(self, item: Item) -> ItemResult:
-        raise NotImplementedError
+        """The rows (or the reject) of one item."""
 
     @classmethod
     def dataset_info(cls, file_name: str = ROWS) -> dict[str, Any]:
