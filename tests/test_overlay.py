@@ -17,6 +17,7 @@ PROBE = """
 import json, sys
 import llamafactory.train.tuner as tuner
 import llamafactory.data.loader, llamafactory.train.callbacks, llamafactory.webui.interface
+import deepspeed  # loads deepspeed.runtime.zero.partition_parameters
 from groundpo.integration import bootstrap
 print(json.dumps({"applied": sorted(bootstrap.applied()), "run_dpo": tuner.run_dpo.__qualname__}))
 """
@@ -50,6 +51,8 @@ def test_require_names_the_missing_symbol_and_the_expected_version():
         require(fake, "present", "_training_function")
     assert "llamafactory.train.fake._training_function" in str(err.value)
     assert f"llamafactory=={EXPECTED_LLAMAFACTORY}" in str(err.value)
+    with pytest.raises(UpstreamMismatch, match=r"deepspeed\.fake\.gone`.*installed deepspeed .*deepspeed==0\.18\.4"):
+        require(types.ModuleType("deepspeed.fake"), "gone", package="deepspeed", expected="0.18.4")
 
 
 def test_every_patch_target_exists_in_the_installed_upstream():

@@ -29,6 +29,8 @@ PATCHES: dict[str, str] = {
     "llamafactory.webui.engine": "groundpo.integration.webui:patch_engine",
     "llamafactory.webui.components.train": "groundpo.integration.webui:patch_train_tab",
     "llamafactory.webui.interface": "groundpo.integration.webui:patch_interface",
+    # DeepSpeed ZeRO-3 on gloo (the CPU harness): gathers that complete in order
+    "deepspeed.runtime.zero.partition_parameters": "groundpo.integration.deepspeed_gloo:patch",
 }
 
 _applied: set[str] = set()

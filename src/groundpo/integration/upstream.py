@@ -1,4 +1,4 @@
-"""Checks that every upstream symbol we patch is where LLaMA-Factory 0.9.5 put it.
+"""Checks that every upstream symbol we patch is where LLaMA-Factory 0.9.5 (or DeepSpeed 0.18.4) put it.
 
 Each patch in this package calls :func:`require` on its targets before touching them. If
 LLaMA-Factory moved or renamed one, training stops at start-up with a message that names the
@@ -22,19 +22,25 @@ class UpstreamMismatch(RuntimeError):
     """LLaMA-Factory does not have a symbol that groundpo patches."""
 
 
-def installed_version() -> str:
+def installed_version(package: str = "llamafactory") -> str:
     from importlib.metadata import PackageNotFoundError, version
 
     try:
-        return version("llamafactory")
+        return version(package)
     except PackageNotFoundError:
         return "not installed"
 
 
-def require(module: ModuleType, *names: str) -> list[Any]:
-    """Return ``module.<name>`` for each name; raise :class:`UpstreamMismatch` naming what is missing."""
+def require(
+    module: ModuleType, *names: str, package: str = "llamafactory", expected: str = EXPECTED_LLAMAFACTORY
+) -> list[Any]:
+    """Return ``module.<name>`` for each name; raise :class:`UpstreamMismatch` naming what is missing.
+
+    ``package``/``expected``: the distribution that owns ``module`` and the version groundpo's patch
+    was written against (LLaMA-Factory unless a patch of another library says otherwise).
+    """
     global _version_checked
-    if not _version_checked:
+    if not _version_checked and package == "llamafactory":
         _version_checked = True
         found = installed_version()
         if found != EXPECTED_LLAMAFACTORY:
@@ -50,9 +56,9 @@ def require(module: ModuleType, *names: str) -> list[Any]:
         for part in name.split("."):
             if not hasattr(obj, part):
                 raise UpstreamMismatch(
-                    f"groundpo patches `{module.__name__}.{name}`, which does not exist in the installed "
-                    f"llamafactory {installed_version()}. groundpo expects llamafactory=={EXPECTED_LLAMAFACTORY}: "
-                    f"run `pip install llamafactory=={EXPECTED_LLAMAFACTORY}` (or the README's setup command)."
+                    f"groundpo patches `{getattr(module, '__name__', module)}.{name}`, which does not exist in the "
+                    f"installed {package} {installed_version(package)}. groundpo expects {package}=={expected}: "
+                    f"run `pip install {package}=={expected}` (or the README's setup command)."
                 )
             obj = getattr(obj, part)
         values.append(obj)
