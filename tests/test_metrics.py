@@ -133,3 +133,14 @@ def test_response_entropy_is_the_mean_entropy_over_answer_tokens():
     entropy = response_entropy(logits, labels)
     uniform, peaked = torch.log(torch.tensor(2.0)), torch.tensor(0.0)
     assert entropy.item() == pytest.approx(((uniform + peaked) / 2).item(), abs=1e-6)
+
+
+def test_response_entropy_reads_only_the_answer_positions():
+    """Positions that predict no answer token (prompt, padding, the fake media tokens upstream's collator
+    appends to row 0 under attention mask 0) may hold anything, NaN included: the score is unchanged."""
+    logits = torch.tensor([[[0.0, 0.0], [10.0, -10.0], [0.0, 0.0], [0.0, 0.0]]] * 2)
+    labels = torch.tensor([[-100, 1, 0, -100], [-100, -100, -100, -100]])
+    logits[0, 2:] = float("nan")  # after the answer
+    entropy = response_entropy(logits, labels)
+    assert entropy[0].item() == pytest.approx(torch.log(torch.tensor(2.0)).item() / 2, abs=1e-6)
+    assert entropy[1].item() == 0.0  # no answer tokens

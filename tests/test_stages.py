@@ -151,6 +151,23 @@ def test_mfpo_curriculum_orders_rows_by_entropy_and_reuses_its_cache(tiny_omni, 
         resumed.score_difficulty()
 
 
+def test_mfpo_curriculum_refuses_non_finite_scores(tiny_omni, tmp_path):
+    """A policy whose logits are NaN (say, weights a loader left unwritten) stops training with the rows
+    named, instead of writing a curriculum of NaN that would order the rows arbitrarily."""
+    trainer = _trainer(tiny_omni, tmp_path, "mfpo")
+    forward = trainer.model.forward
+
+    def broken(*args, **kwargs):
+        out = forward(*args, **kwargs)
+        out.logits[0] = float("nan")
+        return out
+
+    trainer.model.forward = broken
+    with pytest.raises(RuntimeError, match=r"token entropy is not finite for training rows \[0, 2, 4"):
+        trainer.score_difficulty()
+    assert not (tmp_path / "out" / "curriculum_scores.json").exists()
+
+
 def test_curriculum_sampler_thirds():
     sampler = CurriculumSampler([5.0, 1.0, 3.0, 2.0, 6.0, 4.0], shuffle=False)
     assert list(sampler) == [1, 3, 2, 5, 0, 4]

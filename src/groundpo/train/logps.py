@@ -30,13 +30,18 @@ def _shift(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, to
 
 @torch.no_grad()
 def response_entropy(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """Mean entropy of the next-token distribution over response positions, per row [N] (MFPO's difficulty)."""
+    """Mean entropy of the next-token distribution over response positions, per row [N] (MFPO's difficulty).
+
+    Only the positions that predict response tokens are read: the rest of a row (the prompt,
+    padding, the fake media tokens upstream's collator appends to row 0) never enters the mean.
+    A row without response tokens scores 0.
+    """
     logits, _, mask = _shift(logits, labels)
     out = []
     for row in range(logits.shape[0]):
-        logprobs = torch.log_softmax(logits[row].float(), dim=-1)
+        logprobs = torch.log_softmax(logits[row][mask[row]].float(), dim=-1)
         entropy = -(logprobs.exp() * logprobs).sum(-1)
-        out.append((entropy * mask[row]).sum() / mask[row].sum().clamp(min=1))
+        out.append(entropy.mean() if entropy.numel() else entropy.new_zeros(()))
     return torch.stack(out)
 
 

@@ -420,6 +420,13 @@ class ViewPreferenceTrainer(CustomDPOTrainer):
             entropy = response_entropy(logits, chosen["labels"])
             row_ids, entropy = self.accelerator.gather((info["row_id"].to(entropy.device), entropy))
             scores[row_ids.cpu()] = entropy.double().cpu()
+        broken = torch.nonzero(~torch.isfinite(scores)).flatten().tolist()
+        if broken:
+            raise RuntimeError(
+                f"MFPO's curriculum: the policy's token entropy is not finite for training rows {broken[:10]} "
+                f"({len(broken)} of {len(scores)}): its logits hold NaN or inf before training started. Check the "
+                "model's weights (a checkpoint loaded incompletely) and its dtype; no curriculum was written."
+            )
         self.difficulty = scores.tolist()
         self.save_curriculum(self.args.output_dir)
         return self.difficulty
