@@ -206,6 +206,10 @@ def parse_preview(text: str) -> dict[str, str]:
 def test_mod_dpo_in_llamaboard(webui, tiny_omni, say):
     from playwright.sync_api import expect, sync_playwright
 
+    # expect() has its own 5 s default, apart from the page's; a page under load (the other xdist
+    # worker training) took longer than that to render in a CI-like run
+    expect.set_options(timeout=TIMEOUT_MS)
+
     url, workdir = webui
     report: dict[str, object] = {}
     started = time.monotonic()
