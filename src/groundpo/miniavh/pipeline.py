@@ -58,16 +58,20 @@ class Progress:
         self.line(f"[{self.done:>2}/{self.total}] {label}: {what}")
 
 
+def _changed_settings(root: Path, size: Size) -> list[str]:
+    """The settings in which the run stored in ``root`` differs from ``size`` (none: the same run)."""
+    found = json.loads((root / RUN_CONFIG).read_text(encoding="utf-8"))
+    wanted = json.loads(json.dumps(size.fingerprint()))  # as stored: tuples become lists
+    return sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+
+
 def _check_run_config(root: Path, size: Size, overwrite: bool) -> None:
     path = root / RUN_CONFIG
     wanted = size.fingerprint()
-    if path.exists() and not overwrite:
-        found = json.loads(path.read_text(encoding="utf-8"))
-        if found != json.loads(json.dumps(wanted)):
-            keys = sorted(k for k in set(found) | set(wanted) if found.get(k) != json.loads(json.dumps(wanted)).get(k))
-            raise RunConfigMismatch(
-                f"{root} holds a run with other settings ({', '.join(keys)}); use another --output_dir or --overwrite"
-            )
+    if path.exists() and not overwrite and (keys := _changed_settings(root, size)):
+        raise RunConfigMismatch(
+            f"{root} holds a run with other settings ({', '.join(keys)}); use another --output_dir or --overwrite"
+        )
     if overwrite and root.exists():
         shutil.rmtree(root)
     root.mkdir(parents=True, exist_ok=True)
@@ -223,6 +227,8 @@ def report_only(size: Size, output_dir: Path) -> Path:
     path = root / RUN_CONFIG
     if not path.exists() or not marker(root, "eval-base").exists():
         raise FileNotFoundError(f"{root} holds no run with an evaluated base model yet")
-    if json.loads(path.read_text(encoding="utf-8")) != json.loads(json.dumps(size.fingerprint())):
-        raise RunConfigMismatch(f"{root} holds a run with other settings; give the same options as when it was started")
+    if keys := _changed_settings(root, size):
+        raise RunConfigMismatch(
+            f"{root} holds a run with other settings ({', '.join(keys)}); give the same options as when it was started"
+        )
     return write_report(root, size)
