@@ -70,11 +70,15 @@ def write_config(path: Path, config: dict) -> Path:
     return path
 
 
+def venv_env(extra: dict | None = None) -> dict:
+    """This process's environment with the venv's bin first on PATH (torchrun, llamafactory-cli), plus ``extra``."""
+    return {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(extra or {})}
+
+
 def run_cli(args: list[str], env: dict | None = None, timeout: int = 600, cwd: Path = ROOT) -> subprocess.CompletedProcess:
     """Run ``llamafactory-cli`` of this venv (with the venv's bin first on PATH, as torchrun needs)."""
-    full_env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", **(env or {})}
     proc = subprocess.run(
-        [str(BIN / "llamafactory-cli"), *args], cwd=cwd, env=full_env, capture_output=True, text=True,
+        [str(BIN / "llamafactory-cli"), *args], cwd=cwd, env=venv_env(env), capture_output=True, text=True,
         timeout=timeout,
     )
     return proc

@@ -12,13 +12,21 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import BIN, ROOT, assert_ok, free_port, run_cli, tiny_config, write_config
+from conftest import (
+    BIN,
+    ROOT,
+    assert_ok,
+    free_port,
+    run_cli,
+    tiny_config,
+    venv_env,
+    write_config,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -161,9 +169,8 @@ def test_zero3_checkpoint_loading_on_gloo_keeps_every_value(tmp_path):
     it: 1 to 4 of these 200 parameters wrong in each of 3 runs)."""
     script = tmp_path / "zero3_load.py"
     script.write_text(ZERO3_LOAD)
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
     proc = subprocess.run([str(BIN / "torchrun"), "--nproc_per_node", "2", "--master_port", str(free_port()), str(script)],
-                          env=env, capture_output=True, text=True, timeout=600)
+                          env=venv_env(), capture_output=True, text=True, timeout=600)
     assert_ok(proc)
     results = [json.loads(line.split("RESULT ", 1)[1]) for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert sorted(r["rank"] for r in results) == [0, 1]
@@ -267,8 +274,8 @@ def test_two_node_launch_with_nnodes_node_rank_and_master_addr(tiny_omni, tmp_pa
     out = tmp_path / "out"
     path = write_config(tmp_path / "multi.yaml", _harness_config(tiny_omni, out, "mod_dpo", do_eval=False, eval_strategy="no", val_size=None, ddp_backend="gloo"))
     port = str(free_port())
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FORCE_TORCHRUN": "1",
-           "NNODES": "2", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port}
+    env = venv_env({"FORCE_TORCHRUN": "1", "NNODES": "2", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1",
+                    "MASTER_PORT": port})
     # each node writes to a file: with pipes read one after the other, a node blocked on a full pipe
     # would stall the collective the other node waits in
     logs = [tmp_path / f"node{rank}.log" for rank in (0, 1)]

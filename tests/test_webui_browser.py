@@ -14,18 +14,15 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import BIN, ROOT, free_port, venv_env
 
-ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = ROOT / "data"
-BIN = Path(sys.executable).parent
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = ROOT / "test-artifacts"
 SCREENSHOT = ARTIFACTS / "webui_mod_dpo_controls.png"
@@ -67,12 +64,6 @@ TIMEOUT_MS = 60_000
 RUN_TIMEOUT_S = 600
 
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _wait_until_up(url: str, proc: subprocess.Popen, log: Path, timeout: float = 240) -> None:
@@ -125,10 +116,8 @@ def webui(tmp_path):
         pytest.fail("Debian's chromium is missing: run scripts/setup.sh (apt-get install chromium).")
     workdir = tmp_path / "board"
     workdir.mkdir()
-    port = _free_port()
-    env = {
-        **os.environ,
-        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",  # LlamaBoard starts `llamafactory-cli train`
+    port = free_port()
+    env = venv_env({  # the venv's bin on PATH: LlamaBoard starts `llamafactory-cli train`
         "GRADIO_SERVER_NAME": "127.0.0.1",
         "GRADIO_SERVER_PORT": str(port),
         "GRADIO_ANALYTICS_ENABLED": "False",
@@ -137,7 +126,7 @@ def webui(tmp_path):
         "TRANSFORMERS_OFFLINE": "1",
         "WANDB_DISABLED": "true",
         "BROWSER": "true",  # LlamaBoard launches with inbrowser=True: open nothing
-    }
+    })
     log = workdir / "webui.log"
     with open(log, "w", encoding="utf-8") as out:
         proc = subprocess.Popen(
